@@ -1,0 +1,142 @@
+"""The FastAPI application: create_app() and its lifespan (database, pool, JWKS)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from api.auth import JWKSCache, TokenVerifier
+from api.errors import error_response, install_error_handlers
+from api.routes.tasks import router as tasks_router
+from api.settings import Settings, check_auth_configured, get_settings
+from observability.logging import configure_logging
+from observability.http import instrument_app
+from observability.metrics import pool_stats_reporter
+from observability.middleware import RequestContextMiddleware
+from repositories.database import prepare_database
+from repositories.errors import DatabaseUnavailable
+from repositories.migrations import latest_version
+from repositories.pool import build_pool
+from repositories.tasks import TaskRepository
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    assert settings.database_url is not None, "resolved by the CLI or the caller"
+    await prepare_database(
+        settings.database_url,
+        startup_timeout=settings.db_startup_timeout,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    pool = build_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_pool_timeout,
+        prepare_threshold=settings.prepare_threshold,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    await pool.open(wait=settings.db_pool_min > 0, timeout=max(settings.db_startup_timeout, 1.0))
+    app.state.pool = pool
+    app.state.tasks = TaskRepository(pool)
+    jwks: JWKSCache | None = app.state.verifier.jwks
+    warm: asyncio.Task[None] | None = None
+    if jwks is not None:
+        warm = asyncio.create_task(jwks.refresh(force=True))  # warm the cache, never block start
+    reporter = asyncio.create_task(pool_stats_reporter(pool))
+    log.info(
+        "service_ready",
+        pool_min=settings.db_pool_min,
+        pool_max=settings.db_pool_max,
+        prepared_statements=settings.prepare_threshold is not None,
+        jwks=jwks.url if jwks else None,
+    )
+    try:
+        yield
+    finally:
+        reporter.cancel()
+        if warm is not None:
+            warm.cancel()
+        if jwks is not None:
+            await jwks.aclose()
+        await pool.close()
+        log.info("service_stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    check_auth_configured(settings)
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
+
+    app = FastAPI(
+        title="Tasks API",
+        version="1.0.0",
+        summary="Multi-user tasks for a Next.js + Better Auth frontend.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    jwks_url = settings.jwks_url
+    app.state.verifier = TokenVerifier(
+        secret=settings.better_auth_secret.get_secret_value()
+        if settings.better_auth_secret
+        else None,
+        jwks=JWKSCache(
+            jwks_url,
+            min_refresh=settings.jwks_min_refresh_seconds,
+            timeout=settings.jwks_fetch_timeout,
+        )
+        if jwks_url
+        else None,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway=settings.jwt_leeway_seconds,
+    )
+    install_error_handlers(app)
+    app.include_router(tasks_router)
+
+    @app.get("/health", tags=["service"], summary="The process is up (no database)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        tags=["service"],
+        summary="Database reachable and schema current",
+        responses={503: {"description": "Not ready; `detail` says why"}},
+    )
+    async def ready(request: Request) -> Any:
+        repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
+        if repository is None:
+            return error_response(503, "Starting up")
+        try:
+            version = await repository.schema_version()
+        except DatabaseUnavailable:
+            return error_response(503, "Database unavailable", headers={"Retry-After": "5"})
+        expected = latest_version()
+        if version < expected:
+            return error_response(503, f"Schema version {version}, expected {expected}")
+        return JSONResponse({"status": "ready", "schema_version": version})
+
+    # Outermost first: request id and access line, then CORS, then metrics (added last below).
+    instrument_app(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "X-Total-Count", "Location", "Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,194 @@
+"""The `tasks-api` command: serve, migrate, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+import structlog
+
+from api.settings import ConfigError, Settings, check_auth_configured, load_settings
+from observability.logging import configure_logging
+from repositories.database import DatabaseConfigError, prepare_database
+from repositories.errors import DatabaseUnavailable, MigrationError
+
+log = structlog.get_logger("tasks_api.cli")
+
+DATA_DIR: Final = Path(os.environ.get("TASKS_API_DATA_DIR", ".data"))
+EXIT_CONFIG: Final = 2
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> None:
+    print(f"tasks-api: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _embedded_secret() -> str:
+    """Generated once and kept beside the embedded data, so `token` and `serve` agree."""
+    path = DATA_DIR / "dev-secret"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _start_embedded_database() -> str:
+    """A real PostgreSQL from the `pgserver` package, under DATA_DIR (development only)."""
+    import pgserver
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str((DATA_DIR / "pg").resolve()), cleanup_mode="stop")
+    server.psql("SELECT 1;")
+    database = "tasks"
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "1 row" not in exists:
+        server.psql(f"CREATE DATABASE {database};")
+    uri: str = server.get_uri(database)
+    return uri
+
+
+def resolve_settings(*, start_embedded: bool = True) -> Settings:
+    """Settings with the embedded development defaults filled in where nothing is configured."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable; for the type checker
+    updates: dict[str, Any] = {}
+    if settings.database_url is None:
+        if settings.better_auth_secret is None:
+            from pydantic import SecretStr
+
+            updates["better_auth_secret"] = SecretStr(_embedded_secret())
+        if start_embedded:
+            print(
+                "tasks-api: WARNING: no NEON_DB_URL/DATABASE_URL: starting the embedded "
+                f"development PostgreSQL under {DATA_DIR}/ (development only)",
+                file=sys.stderr,
+            )
+            updates["database_url"] = _start_embedded_database()
+    settings = settings.model_copy(update=updates)
+    try:
+        check_auth_configured(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    return settings
+
+
+def _prepare(settings: Settings) -> list[int]:
+    assert settings.database_url is not None
+    try:
+        return asyncio.run(
+            prepare_database(
+                settings.database_url,
+                startup_timeout=settings.db_startup_timeout,
+                connect_timeout=settings.db_connect_timeout,
+            )
+        )
+    except DatabaseConfigError as exc:
+        _fail(f"cannot use the database (NEON_DB_URL/DATABASE_URL): {exc}")
+    except DatabaseUnavailable as exc:
+        _fail(str(exc), code=1)
+    except MigrationError as exc:
+        _fail(f"migration failed: {exc}", code=1)
+    return []
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = resolve_settings()
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
+    _prepare(settings)
+    # Workers (and the reloader) build their own app from the environment: hand them what
+    # was resolved here (the embedded URL and secret) through it.
+    assert settings.database_url is not None
+    os.environ["DATABASE_URL"] = settings.database_url
+    os.environ.pop("NEON_DB_URL", None)
+    if settings.better_auth_secret is not None:
+        os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret.get_secret_value()
+    from observability.multiprocess import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(args.workers)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=None if args.reload else args.workers,
+        reload=args.reload,
+        reload_dirs=["api", "repositories", "observability", "sql"] if args.reload else None,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(args.graceful_timeout),
+        timeout_keep_alive=5,
+    )
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    settings = resolve_settings()
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
+    applied = _prepare(settings)
+    print(f"applied: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    settings = resolve_settings(start_embedded=False)
+    if settings.better_auth_secret is None:
+        _fail("invalid configuration: BETTER_AUTH_SECRET is required to sign a token")
+    assert settings.better_auth_secret is not None
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
+    if args.name:
+        claims["name"] = args.name
+    if args.email:
+        claims["email"] = args.email
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    print(jwt.encode(claims, settings.better_auth_secret.get_secret_value(), algorithm="HS256"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tasks-api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    serve.add_argument("--graceful-timeout", type=float, default=20.0)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations and exit")
+    migrate.set_defaults(func=cmd_migrate)
+
+    token = sub.add_parser("token", help="print an HS256 token for development and tests")
+    token.add_argument("sub", help="the user id (the token's sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--name")
+    token.add_argument("--email")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The six task endpoints under /api/{user_id}/tasks. Routes hold no `try`: see api/errors.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from api.deps import AuthenticatedRoute, CurrentUser, TaskId, TasksDep
+from api.errors import ERROR_RESPONSES
+from repositories.models import (
+    ErrorResponse,
+    TaskComplete,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdate,
+    ValidationErrorResponse,
+)
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        if code == 404:
+            out[code] = {"model": ErrorResponse, "description": "Task not found (or not yours)"}
+        elif code == 422:
+            out[code] = {"model": ValidationErrorResponse, "description": "Invalid input"}
+        else:
+            out[code] = {"model": ErrorResponse, **ERROR_RESPONSES[code]}
+    return out
+
+
+router = APIRouter(
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks"],
+    route_class=AuthenticatedRoute,
+    responses=_documented(401, 403, 413, 500),
+)
+
+
+@router.get(
+    "",
+    response_model=list[TaskPublic],
+    summary="List the user's tasks",
+    responses=_documented(422),
+)
+async def list_tasks(
+    user: CurrentUser,
+    tasks: TasksDep,
+    response: Response,
+    status_: Annotated[Literal["all", "pending", "completed"], Query(alias="status")] = "all",
+    sort: Annotated[Literal["created", "title"], Query()] = "created",
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size; adds X-Total-Count")] = None,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+) -> list[TaskPublic]:
+    items, total = await tasks.list_tasks(
+        user_id=user.sub, status=status_, sort=sort, order=order, limit=limit, offset=offset
+    )
+    if total is not None:
+        response.headers["X-Total-Count"] = str(total)
+    return items
+
+
+@router.post(
+    "",
+    response_model=TaskPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a task",
+    responses=_documented(400, 422),
+)
+async def create_task(
+    user: CurrentUser, tasks: TasksDep, body: TaskCreate, response: Response
+) -> TaskPublic:
+    task = await tasks.create_task(
+        user_id=user.sub,
+        title=body.title,
+        description=body.description,
+        name=user.name,
+        email=user.email,
+    )
+    response.headers["Location"] = f"/api/{quote(user.sub, safe='')}/tasks/{task.id}"
+    return task
+
+
+@router.get(
+    "/{task_id}", response_model=TaskPublic, summary="Get one task", responses=_documented(404)
+)
+async def get_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> TaskPublic:
+    return await tasks.get_task(user_id=user.sub, task_id=task_id)
+
+
+@router.put(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Update title and/or description",
+    responses=_documented(400, 404, 422),
+)
+async def update_task(
+    user: CurrentUser, tasks: TasksDep, task_id: TaskId, body: TaskUpdate
+) -> TaskPublic:
+    changes = body.model_dump(include={"title", "description"}, exclude_unset=True)
+    return await tasks.update_task(user_id=user.sub, task_id=task_id, changes=changes)
+
+
+@router.patch(
+    "/{task_id}/complete",
+    response_model=TaskPublic,
+    summary="Toggle completion, or set it with {\"completed\": bool}",
+    responses=_documented(400, 404, 422),
+)
+async def complete_task(
+    user: CurrentUser,
+    tasks: TasksDep,
+    task_id: TaskId,
+    body: Annotated[TaskComplete | None, Body()] = None,
+) -> TaskPublic:
+    if body is None:
+        return await tasks.toggle_task(user_id=user.sub, task_id=task_id)
+    return await tasks.set_task_completed(
+        user_id=user.sub, task_id=task_id, completed=body.completed
+    )
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a task",
+    responses=_documented(404),
+)
+async def delete_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> Response:
+    await tasks.delete_task(user_id=user.sub, task_id=task_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,1 @@
+"""Logs, request ids and metrics, shared by the API and the repositories."""

@@ -1,0 +1,56 @@
+"""Prometheus metrics beyond the HTTP ones of prometheus-fastapi-instrumentator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SQL_DURATION = Histogram(
+    "tasks_db_statement_duration_seconds",
+    "Time of one SQL statement, connection checkout included, by statement name.",
+    ["statement"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+AUTH_FAILURES = Counter(
+    "tasks_auth_failures_total",
+    "Requests refused with 401 or 403, by reason.",
+    ["reason"],
+)
+
+
+def observe_sql(statement: str, seconds: float) -> None:
+    SQL_DURATION.labels(statement=statement).observe(seconds)
+
+
+def count_auth_failure(reason: str) -> None:
+    AUTH_FAILURES.labels(reason=reason).inc()
+
+
+# --- HTTP metrics and pool gauges -------------------------------------------------------------
+
+POOL_SIZE = Gauge(
+    "tasks_db_pool_size", "Connections in the pool (busy and idle).", multiprocess_mode="livesum"
+)
+POOL_IDLE = Gauge("tasks_db_pool_idle", "Idle connections in the pool.", multiprocess_mode="livesum")
+POOL_WAITING = Gauge(
+    "tasks_db_pool_waiting", "Requests waiting for a connection.", multiprocess_mode="livesum"
+)
+POOL_MAX = Gauge("tasks_db_pool_max", "Configured maximum pool size.", multiprocess_mode="livesum")
+
+
+def update_pool_gauges(stats: Mapping[str, int]) -> None:
+    POOL_SIZE.set(stats.get("pool_size", 0))
+    POOL_IDLE.set(stats.get("pool_available", 0))
+    POOL_WAITING.set(stats.get("requests_waiting", 0))
+    POOL_MAX.set(stats.get("pool_max", 0))
+
+
+async def pool_stats_reporter(pool: Any, *, interval: float = 1.0) -> None:
+    """Refresh the pool gauges every `interval` seconds (each worker reports its own pool)."""
+    while True:
+        update_pool_gauges(pool.get_stats())
+        await asyncio.sleep(interval)
+

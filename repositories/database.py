@@ -1,0 +1,74 @@
+"""Start-up against the database: wait for it with backoff, then migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+import psycopg
+import structlog
+
+from repositories.errors import DatabaseUnavailable, MigrationError
+from repositories.migrations import migrate
+
+log = structlog.get_logger(__name__)
+
+# Errors that waiting will not cure: the URL, the credentials or the certificate are wrong.
+_PERMANENT: Final = (
+    "certificate",
+    "ssl error",
+    "sslmode",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "role",
+    "does not exist",
+    "invalid dsn",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port",
+)
+
+
+class DatabaseConfigError(RuntimeError):
+    """The database refuses us for a reason that retrying cannot fix."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg.ProgrammingError):
+        return True
+    message = str(exc).lower()
+    return any(marker in message for marker in _PERMANENT)
+
+
+async def prepare_database(
+    conninfo: str, *, startup_timeout: float, connect_timeout: int
+) -> list[int]:
+    """Retry until the database answers (within `startup_timeout`), then apply migrations."""
+    deadline = time.monotonic() + startup_timeout
+    delay = 0.25
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await migrate(conninfo, connect_timeout=connect_timeout)
+        except MigrationError:
+            raise
+        except psycopg.Error as exc:
+            if is_permanent(exc):
+                raise DatabaseConfigError(_first_line(exc)) from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailable(
+                    f"database not reachable after {startup_timeout:g}s: {_first_line(exc)}"
+                ) from exc
+            log.warning(
+                "database_waiting", attempt=attempt, retry_in=round(delay, 2), error=_first_line(exc)
+            )
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

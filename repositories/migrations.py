@@ -1,0 +1,108 @@
+"""Versioned SQL migrations from `sql/migrations`, applied in order under an advisory lock."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, LiteralString, cast
+
+import psycopg
+import structlog
+
+from repositories.errors import MigrationError
+from repositories.queries import SQL_DIR
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR: Final = SQL_DIR / "migrations"
+# Any constant works; it only has to be the same for every instance of this service.
+ADVISORY_LOCK_KEY: Final = 7_326_019_442
+_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if match is None:
+            raise MigrationError(f"migration file name not understood: {path.name}")
+        found.append(
+            Migration(int(match["version"]), match["name"], path.read_text(encoding="utf-8"))
+        )
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migrations share a version number")
+    return found
+
+
+def latest_version(directory: Path = MIGRATIONS_DIR) -> int:
+    migrations = discover(directory)
+    return migrations[-1].version if migrations else 0
+
+
+_BOOKKEEPING: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def migrate(conninfo: str, *, directory: Path = MIGRATIONS_DIR, **kwargs: object) -> list[int]:
+    """Apply pending migrations; returns the versions applied (empty when up to date).
+
+    Each migration runs in its own transaction, which first takes a transaction-level
+    advisory lock and re-reads what is applied: concurrent instances serialise, and it stays
+    correct through PgBouncer in transaction mode, where a session-level lock would not.
+    Prepared statements are off for the same reason.
+    """
+    migrations = discover(directory)
+    applied_now: list[int] = []
+    async with await psycopg.AsyncConnection.connect(
+        conninfo,
+        autocommit=True,
+        prepare_threshold=None,
+        **kwargs,  # type: ignore[arg-type]
+    ) as conn:
+        while True:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+                await conn.execute(_BOOKKEEPING)
+                cur = await conn.execute("SELECT version, checksum FROM schema_migrations")
+                applied = {int(v): str(c) for v, c in await cur.fetchall()}
+                _check_checksums(migrations, applied)
+                pending = [m for m in migrations if m.version not in applied]
+                if not pending:
+                    return applied_now
+                migration = pending[0]
+                await conn.execute(cast(LiteralString, migration.sql))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            applied_now.append(migration.version)
+            log.info("migration_applied", version=migration.version, name=migration.name)
+
+
+def _check_checksums(migrations: list[Migration], applied: dict[int, str]) -> None:
+    for migration in migrations:
+        if migration.version in applied and applied[migration.version] != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version:04d}_{migration.name} was edited after it was "
+                "applied; add a new migration instead"
+            )

@@ -1,0 +1,180 @@
+"""SQLModel tables and the request/response schemas of the Tasks API."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ConfigDict, StrictBool, field_serializer, field_validator
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, func, text
+from sqlmodel import Field, SQLModel
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 1000
+_ALLOWED_CONTROLS = {"\t", "\n"}
+
+
+def _check_text(value: str, *, field: str) -> str:
+    for ch in value:
+        if ch in _ALLOWED_CONTROLS:
+            continue
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            raise ValueError(f"{field} must not contain control characters")
+        if category == "Cs":
+            raise ValueError(f"{field} must be valid Unicode (lone surrogate)")
+    return value
+
+
+def clean_title(value: str) -> str:
+    value = _check_text(value.strip(), field="title")
+    if len(value) < 1:
+        raise ValueError("title must not be empty or only white space")
+    if len(value) > TITLE_MAX:
+        raise ValueError(f"title must be at most {TITLE_MAX} characters")
+    return value
+
+
+def clean_description(value: str) -> str:
+    value = _check_text(value, field="description")
+    if len(value) > DESCRIPTION_MAX:
+        raise ValueError(f"description must be at most {DESCRIPTION_MAX} characters")
+    return value
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    """Reference row for a Better Auth user; created on the user's first write."""
+
+    __tablename__ = "users"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    email: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+class TaskBase(SQLModel):
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+
+
+class Task(TaskBase, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # Every index leads with user_id: each list variant is one index range scan.
+        Index("ix_tasks_user_created", "user_id", "created_at", "id"),
+        Index("ix_tasks_user_title", "user_id", text("lower(title)"), "id"),
+        Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+        Index("ix_tasks_user_completed_title", "user_id", "completed", text("lower(title)"), "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, primary_key=True, autoincrement=True),
+    )
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    completed: bool = Field(default=False, nullable=False)
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    updated_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+# --- request / response schemas ---------------------------------------------------------------
+
+
+class TaskCreate(SQLModel):
+    """Body of POST. Unknown fields (id, user_id, completed, timestamps…) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"title": "Buy milk"}]})
+
+    title: str = Field(description="1–200 Unicode code points after trimming white space")
+    description: str | None = Field(default=None, description="At most 1000 code points")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return clean_title(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return None if value is None else clean_description(value)
+
+
+class TaskUpdate(SQLModel):
+    """Body of PUT. An omitted field is unchanged; `description: null` clears it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str | None = Field(default=None, description="1–200 code points; null is rejected")
+    description: str | None = Field(default=None, description="At most 1000 code points")
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _title_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("title cannot be null")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return clean_title(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return None if value is None else clean_description(value)
+
+
+class TaskComplete(SQLModel):
+    """Optional body of PATCH …/complete: set the state instead of toggling it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    completed: StrictBool
+
+
+class TaskPublic(SQLModel):
+    id: int
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @field_serializer("created_at", "updated_at")
+    def _utc(self, value: datetime) -> str:
+        return value.astimezone(UTC).isoformat()
+
+
+class ErrorResponse(SQLModel):
+    status_code: int
+    detail: str
+
+
+class ValidationErrorItem(SQLModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    errors: list[ValidationErrorItem]
+
+
+TASK_COLUMNS = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at")

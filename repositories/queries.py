@@ -1,0 +1,74 @@
+"""Named SQL statements parsed once at import from `sql/*.sql`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final, LiteralString, cast
+
+from psycopg import sql
+
+SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
+_NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+def parse_sql(text: str) -> dict[str, str]:
+    """Split a file into `-- name: x` blocks; each block's body (without comments) is one statement."""
+    blocks: dict[str, str] = {}
+    matches = list(_NAME.finditer(text))
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        body = "\n".join(
+            line
+            for line in text[match.end() : end].splitlines()
+            if line.strip() and not line.lstrip().startswith("--")
+        ).strip()
+        body = body.removesuffix(";").strip()
+        if not body or ";" in body:
+            raise ValueError(f"statement {match['name']!r} must be exactly one statement")
+        if match["name"] in blocks:
+            raise ValueError(f"statement {match['name']!r} is defined twice")
+        blocks[match["name"]] = body
+    return blocks
+
+
+def load(name: str) -> dict[str, str]:
+    return parse_sql((SQL_DIR / name).read_text(encoding="utf-8"))
+
+
+Q: Final = load("tasks.sql")
+
+# The only fragments a list statement may be composed with: status filter and ordering.
+STATUS_FILTERS: Final[dict[str, LiteralString]] = {
+    "all": "",
+    "pending": "AND completed = false",
+    "completed": "AND completed = true",
+}
+ORDERINGS: Final[dict[tuple[str, str], tuple[LiteralString, LiteralString]]] = {
+    ("created", "asc"): ("created_at ASC, id ASC", "page.created_at ASC, page.id ASC"),
+    ("created", "desc"): ("created_at DESC, id DESC", "page.created_at DESC, page.id DESC"),
+    ("title", "asc"): ("lower(title) ASC, id ASC", "lower(page.title) ASC, page.id ASC"),
+    ("title", "desc"): ("lower(title) DESC, id DESC", "lower(page.title) DESC, page.id DESC"),
+}
+
+
+def _compose(template: str, status: str, sort: str, order: str) -> LiteralString:
+    order_sql, page_order_sql = ORDERINGS[(sort, order)]
+    composed = sql.SQL(cast(LiteralString, template)).format(
+        status=sql.SQL(STATUS_FILTERS[status]),
+        order=sql.SQL(order_sql),
+        page_order=sql.SQL(page_order_sql),
+    )
+    # Only whitelisted SQL fragments went in, so the text is as literal as its parts.
+    return cast(LiteralString, composed.as_string(None))
+
+
+# Built once so each variant has one fixed text (and so one prepared statement).
+LIST_STATEMENTS: Final = {
+    (status, sort, order, paged): _compose(
+        Q["list_tasks_page" if paged else "list_tasks"], status, sort, order
+    )
+    for status in STATUS_FILTERS
+    for sort, order in ORDERINGS
+    for paged in (False, True)
+}

@@ -1,0 +1,157 @@
+"""TaskRepository: every method is one owner-scoped SQL statement from `sql/tasks.sql`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, LiteralString
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from observability.metrics import observe_sql
+from repositories.errors import DatabaseUnavailable, TaskNotFound
+from repositories.models import TASK_COLUMNS, TaskPublic
+from repositories.queries import LIST_STATEMENTS, Q
+
+Status = Literal["all", "pending", "completed"]
+Sort = Literal["created", "title"]
+Order = Literal["asc", "desc"]
+Row = tuple[Any, ...]
+
+
+def _task(row: Row) -> TaskPublic:
+    # Rows come from our own typed columns; FastAPI validates the response model on the way out.
+    return TaskPublic.model_construct(**dict(zip(TASK_COLUMNS, row, strict=True)))
+
+
+class TaskRepository:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self._pool = pool
+
+    async def _run(
+        self, name: str, query: LiteralString, params: dict[str, Any], *, retry: bool = False
+    ) -> list[Row]:
+        """Borrow a connection for exactly one statement; translate driver errors at this edge.
+
+        `retry` is only for statements that are safe to run twice (reads): a connection that
+        broke mid-statement gets one more chance on a fresh connection.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            started = time.perf_counter()
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+                observe_sql(name, time.perf_counter() - started)
+                return rows
+            except PoolTimeout as exc:
+                raise DatabaseUnavailable("no database connection within the pool timeout") from exc
+            except psycopg.OperationalError as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+        raise AssertionError("unreachable")
+
+    async def create_task(
+        self,
+        *,
+        user_id: str,
+        title: str,
+        description: str | None,
+        name: str | None = None,
+        email: str | None = None,
+    ) -> TaskPublic:
+        rows = await self._run(
+            "create_task",
+            Q["create_task"],
+            {
+                "user_id": user_id,
+                "title": title,
+                "description": description,
+                "name": name,
+                "email": email,
+            },
+        )
+        return _task(rows[0])
+
+    async def get_task(self, *, user_id: str, task_id: int) -> TaskPublic:
+        rows = await self._run(
+            "get_task", Q["get_task"], {"user_id": user_id, "task_id": task_id}, retry=True
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task(rows[0])
+
+    async def list_tasks(
+        self,
+        *,
+        user_id: str,
+        status: Status = "all",
+        sort: Sort = "created",
+        order: Order = "asc",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[TaskPublic], int | None]:
+        """The user's tasks, and the filter's total when a page (`limit`) was asked for."""
+        paged = limit is not None
+        query = LIST_STATEMENTS[(status, sort, order, paged)]
+        params: dict[str, Any] = {"user_id": user_id}
+        if not paged:
+            rows = await self._run("list_tasks", query, params, retry=True)
+            return [_task(row) for row in rows], None
+        params |= {"limit": limit, "offset": offset}
+        rows = await self._run("list_tasks_page", query, params, retry=True)
+        total = int(rows[0][0]) if rows else 0
+        return [_task(row[1:]) for row in rows if row[1] is not None], total
+
+    async def update_task(
+        self, *, user_id: str, task_id: int, changes: dict[str, str | None]
+    ) -> TaskPublic:
+        """Apply `changes` (only `title` and/or `description`); a no-op leaves updated_at alone."""
+        rows = await self._run(
+            "update_task",
+            Q["update_task"],
+            {
+                "user_id": user_id,
+                "task_id": task_id,
+                "set_title": "title" in changes,
+                "title": changes.get("title"),
+                "set_description": "description" in changes,
+                "description": changes.get("description"),
+            },
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task(rows[0])
+
+    async def toggle_task(self, *, user_id: str, task_id: int) -> TaskPublic:
+        rows = await self._run(
+            "toggle_task", Q["toggle_task"], {"user_id": user_id, "task_id": task_id}
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task(rows[0])
+
+    async def set_task_completed(self, *, user_id: str, task_id: int, completed: bool) -> TaskPublic:
+        rows = await self._run(
+            "set_task_completed",
+            Q["set_task_completed"],
+            {"user_id": user_id, "task_id": task_id, "completed": completed},
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task(rows[0])
+
+    async def delete_task(self, *, user_id: str, task_id: int) -> None:
+        rows = await self._run(
+            "delete_task", Q["delete_task"], {"user_id": user_id, "task_id": task_id}
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+
+    async def schema_version(self) -> int:
+        """The applied schema version; raises DatabaseUnavailable when the database is not there."""
+        rows = await self._run("ping", Q["ping"], {}, retry=True)
+        return int(rows[0][0])
