@@ -16,8 +16,8 @@ from api.auth import JWKSCache, TokenVerifier
 from api.errors import error_response, install_error_handlers
 from api.routes.tasks import router as tasks_router
 from api.settings import Settings, check_auth_configured, get_settings
-from observability.logging import configure_logging
 from observability.http import instrument_app
+from observability.logging import configure_logging
 from observability.metrics import pool_stats_reporter
 from observability.middleware import RequestContextMiddleware
 from repositories.database import prepare_database

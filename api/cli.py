@@ -42,16 +42,17 @@ def _embedded_secret() -> str:
 
 def _start_embedded_database() -> str:
     """A real PostgreSQL from the `pgserver` package, under DATA_DIR (development only)."""
-    import pgserver
+    import pgserver  # type: ignore[import-untyped,unused-ignore]
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str((DATA_DIR / "pg").resolve()), cleanup_mode="stop")
+    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+        str((DATA_DIR / "pg").resolve()), cleanup_mode="stop"
+    )
     server.psql("SELECT 1;")
-    database = "tasks"
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'tasks';")
     if "1 row" not in exists:
-        server.psql(f"CREATE DATABASE {database};")
-    uri: str = server.get_uri(database)
+        server.psql("CREATE DATABASE tasks;")
+    uri: str = server.get_uri("tasks")
     return uri
 
 

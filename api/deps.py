@@ -10,8 +10,8 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Message, Receive
 
@@ -77,7 +77,11 @@ class AuthenticatedRoute(APIRoute):
             settings: Settings = request.app.state.settings
             verifier: TokenVerifier = request.app.state.verifier
             declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            if (
+                declared is not None
+                and declared.isdigit()
+                and int(declared) > settings.max_body_bytes
+            ):
                 return error_response(413, "Request body too large")
             try:
                 principal = await verifier.verify(
@@ -103,7 +107,9 @@ class AuthenticatedRoute(APIRoute):
 
 async def current_user(
     request: Request,
-    user_id: Annotated[str, Path(description="The Better Auth user id; must equal the token's sub")],
+    user_id: Annotated[
+        str, Path(description="The Better Auth user id; must equal the token's sub")
+    ],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> Principal:
     principal: Principal = request.state.principal

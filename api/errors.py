@@ -59,9 +59,7 @@ def forbidden() -> JSONResponse:
 
 def database_unavailable(exc: Exception) -> JSONResponse:
     log.error("database_unavailable", error=str(exc), cause=type(exc.__cause__).__name__)
-    return error_response(500, DB_UNAVAILABLE_DETAIL, headers={
-        "Retry-After": RETRY_AFTER_SECONDS
-    })
+    return error_response(500, DB_UNAVAILABLE_DETAIL, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def internal_error(exc: BaseException) -> JSONResponse:

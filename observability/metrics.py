@@ -34,7 +34,9 @@ def count_auth_failure(reason: str) -> None:
 POOL_SIZE = Gauge(
     "tasks_db_pool_size", "Connections in the pool (busy and idle).", multiprocess_mode="livesum"
 )
-POOL_IDLE = Gauge("tasks_db_pool_idle", "Idle connections in the pool.", multiprocess_mode="livesum")
+POOL_IDLE = Gauge(
+    "tasks_db_pool_idle", "Idle connections in the pool.", multiprocess_mode="livesum"
+)
 POOL_WAITING = Gauge(
     "tasks_db_pool_waiting", "Requests waiting for a connection.", multiprocess_mode="livesum"
 )
@@ -53,4 +55,3 @@ async def pool_stats_reporter(pool: Any, *, interval: float = 1.0) -> None:
     while True:
         update_pool_gauges(pool.get_stats())
         await asyncio.sleep(interval)
-

@@ -63,7 +63,10 @@ async def prepare_database(
                     f"database not reachable after {startup_timeout:g}s: {_first_line(exc)}"
                 ) from exc
             log.warning(
-                "database_waiting", attempt=attempt, retry_in=round(delay, 2), error=_first_line(exc)
+                "database_waiting",
+                attempt=attempt,
+                retry_in=round(delay, 2),
+                error=_first_line(exc),
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)

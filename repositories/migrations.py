@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, LiteralString, cast
+from typing import Final
 
 import psycopg
 import structlog
@@ -63,7 +63,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def migrate(conninfo: str, *, directory: Path = MIGRATIONS_DIR, **kwargs: object) -> list[int]:
+async def migrate(
+    conninfo: str, *, directory: Path = MIGRATIONS_DIR, **kwargs: object
+) -> list[int]:
     """Apply pending migrations; returns the versions applied (empty when up to date).
 
     Each migration runs in its own transaction, which first takes a transaction-level
@@ -90,7 +92,7 @@ async def migrate(conninfo: str, *, directory: Path = MIGRATIONS_DIR, **kwargs: 
                 if not pending:
                     return applied_now
                 migration = pending[0]
-                await conn.execute(cast(LiteralString, migration.sql))
+                await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),

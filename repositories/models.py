@@ -6,7 +6,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ConfigDict, StrictBool, field_serializer, field_validator
+from pydantic import StrictBool, field_serializer, field_validator
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, func, text
 from sqlmodel import Field, SQLModel
 
@@ -98,9 +98,7 @@ class Task(TaskBase, table=True):
 class TaskCreate(SQLModel):
     """Body of POST. Unknown fields (id, user_id, completed, timestamps…) are ignored."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"title": "Buy milk"}]})
-
-    title: str = Field(description="1–200 Unicode code points after trimming white space")
+    title: str = Field(description="1-200 Unicode code points after trimming white space")
     description: str | None = Field(default=None, description="At most 1000 code points")
 
     @field_validator("title")
@@ -117,9 +115,7 @@ class TaskCreate(SQLModel):
 class TaskUpdate(SQLModel):
     """Body of PUT. An omitted field is unchanged; `description: null` clears it."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    title: str | None = Field(default=None, description="1–200 code points; null is rejected")
+    title: str | None = Field(default=None, description="1-200 code points; null is rejected")
     description: str | None = Field(default=None, description="At most 1000 code points")
 
     @field_validator("title", mode="before")
@@ -142,8 +138,6 @@ class TaskUpdate(SQLModel):
 
 class TaskComplete(SQLModel):
     """Optional body of PATCH …/complete: set the state instead of toggling it."""
-
-    model_config = ConfigDict(extra="ignore")
 
     completed: StrictBool
 

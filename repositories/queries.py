@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Final, LiteralString, cast
+from typing import Final, LiteralString
 
 from psycopg import sql
 
@@ -12,9 +12,9 @@ SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
-def parse_sql(text: str) -> dict[str, str]:
-    """Split a file into `-- name: x` blocks; each block's body (without comments) is one statement."""
-    blocks: dict[str, str] = {}
+def parse_sql(text: LiteralString) -> dict[str, LiteralString]:
+    """Split a file into `-- name: x` blocks; each block (comments dropped) is one statement."""
+    blocks: dict[str, LiteralString] = {}
     matches = list(_NAME.finditer(text))
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
@@ -32,7 +32,7 @@ def parse_sql(text: str) -> dict[str, str]:
     return blocks
 
 
-def load(name: str) -> dict[str, str]:
+def load(name: str) -> dict[str, LiteralString]:
     return parse_sql((SQL_DIR / name).read_text(encoding="utf-8"))
 
 
@@ -52,15 +52,15 @@ ORDERINGS: Final[dict[tuple[str, str], tuple[LiteralString, LiteralString]]] = {
 }
 
 
-def _compose(template: str, status: str, sort: str, order: str) -> LiteralString:
+def _compose(template: LiteralString, status: str, sort: str, order: str) -> LiteralString:
     order_sql, page_order_sql = ORDERINGS[(sort, order)]
-    composed = sql.SQL(cast(LiteralString, template)).format(
+    composed = sql.SQL(template).format(
         status=sql.SQL(STATUS_FILTERS[status]),
         order=sql.SQL(order_sql),
         page_order=sql.SQL(page_order_sql),
     )
     # Only whitelisted SQL fragments went in, so the text is as literal as its parts.
-    return cast(LiteralString, composed.as_string(None))
+    return composed.as_string(None)
 
 
 # Built once so each variant has one fixed text (and so one prepared statement).

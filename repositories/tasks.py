@@ -134,7 +134,9 @@ class TaskRepository:
             raise TaskNotFound(task_id)
         return _task(rows[0])
 
-    async def set_task_completed(self, *, user_id: str, task_id: int, completed: bool) -> TaskPublic:
+    async def set_task_completed(
+        self, *, user_id: str, task_id: int, completed: bool
+    ) -> TaskPublic:
         rows = await self._run(
             "set_task_completed",
             Q["set_task_completed"],

@@ -7,7 +7,9 @@ import httpx
 from tests.support import auth
 
 
-async def test_create_then_list_get_update_toggle_delete(client: httpx.AsyncClient, user_id: str) -> None:
+async def test_create_then_list_get_update_toggle_delete(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
     h = auth(user_id)
     created = await client.post(f"/api/{user_id}/tasks", json={"title": "Buy milk"}, headers=h)
     assert created.status_code == 201
@@ -21,7 +23,9 @@ async def test_create_then_list_get_update_toggle_delete(client: httpx.AsyncClie
     got = await client.get(f"/api/{user_id}/tasks/{task['id']}", headers=h)
     assert got.json() == task
 
-    put = await client.put(f"/api/{user_id}/tasks/{task['id']}", json={"title": "Buy oat milk"}, headers=h)
+    put = await client.put(
+        f"/api/{user_id}/tasks/{task['id']}", json={"title": "Buy oat milk"}, headers=h
+    )
     assert put.status_code == 200 and put.json()["title"] == "Buy oat milk"
     assert put.json()["updated_at"] > task["updated_at"]
 

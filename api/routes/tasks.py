@@ -52,7 +52,9 @@ async def list_tasks(
     status_: Annotated[Literal["all", "pending", "completed"], Query(alias="status")] = "all",
     sort: Annotated[Literal["created", "title"], Query()] = "created",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
-    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size; adds X-Total-Count")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="Page size; adds X-Total-Count")
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[TaskPublic]:
     items, total = await tasks.list_tasks(
@@ -107,7 +109,7 @@ async def update_task(
 @router.patch(
     "/{task_id}/complete",
     response_model=TaskPublic,
-    summary="Toggle completion, or set it with {\"completed\": bool}",
+    summary='Toggle completion, or set it with {"completed": bool}',
     responses=_documented(400, 404, 422),
 )
 async def complete_task(
