@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,10 @@ def _prepare(settings: Settings) -> list[int]:
     return []
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -119,6 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from observability.multiprocess import prepare_multiprocess_dir
 
     prepare_multiprocess_dir(args.workers)
+    # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is done, which would
+    # end the process as killed by the signal (status 143); a graceful stop is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
