@@ -35,19 +35,23 @@ _TASK_ID: Final = re.compile(r"[1-9][0-9]{0,18}")
 MAX_TASK_ID: Final = 2**63 - 1
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    seen = 0
+class _LimitedReceive:
+    """Counts body bytes as they arrive (chunked bodies have no Content-Length to check)."""
 
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._seen = 0
+        self.exceeded = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._limit:
+                self.exceeded = True
                 raise BodyTooLarge()
         return message
-
-    return wrapped
 
 
 def _treat_body_as_json(request: Request) -> None:
@@ -94,12 +98,16 @@ class AuthenticatedRoute(APIRoute):
                 return forbidden()
             request.state.principal = principal
             _treat_body_as_json(request)
-            request._receive = _limited(request.receive, settings.max_body_bytes)
+            receive = _LimitedReceive(request.receive, settings.max_body_bytes)
+            request._receive = receive
             try:
                 return await handler(request)
-            except _HANDLED:
-                raise  # mapped to the envelope by the app's exception handlers
             except Exception as exc:
+                # FastAPI wraps errors of body reading in a 400: an oversized body is a 413.
+                if receive.exceeded:
+                    return error_response(413, "Request body too large")
+                if isinstance(exc, _HANDLED):
+                    raise  # mapped to the envelope by the app's exception handlers
                 return internal_error(exc)
 
         return authenticated

@@ -95,16 +95,17 @@ class TaskRepository:
         offset: int = 0,
     ) -> tuple[list[TaskPublic], int | None]:
         """The user's tasks, and the filter's total when a page (`limit`) was asked for."""
-        paged = limit is not None
+        paged = limit is not None or offset > 0
         query = LIST_STATEMENTS[(status, sort, order, paged)]
         params: dict[str, Any] = {"user_id": user_id}
         if not paged:
             rows = await self._run("list_tasks", query, params, retry=True)
             return [_task(row) for row in rows], None
-        params |= {"limit": limit, "offset": offset}
+        params |= {"limit": limit, "offset": offset}  # LIMIT NULL: no limit, only an offset
         rows = await self._run("list_tasks_page", query, params, retry=True)
         total = int(rows[0][0]) if rows else 0
-        return [_task(row[1:]) for row in rows if row[1] is not None], total
+        tasks = [_task(row[1:]) for row in rows if row[1] is not None]
+        return tasks, total if limit is not None else None
 
     async def update_task(
         self, *, user_id: str, task_id: int, changes: dict[str, str | None]

@@ -1,0 +1,310 @@
+"""The six endpoints, their success shapes and the contract's rules for each."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import httpx
+import pytest
+
+from tests.support import auth
+
+
+async def _create(
+    client: httpx.AsyncClient, owner: str, body: dict[str, object] | None = None, **fields: object
+) -> dict[str, object]:
+    response = await client.post(
+        f"/api/{owner}/tasks", json={"title": "task", **(body or {}), **fields}, headers=auth(owner)
+    )
+    assert response.status_code == 201, response.text
+    task: dict[str, object] = response.json()
+    return task
+
+
+def _ts(value: object) -> datetime:
+    assert isinstance(value, str)
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    return parsed
+
+
+async def test_create_returns_201_task_with_defaults_timestamps_and_location(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    response = await client.post(
+        f"/api/{user_id}/tasks",
+        json={"title": "  Write report  ", "description": "quarterly"},
+        headers=auth(user_id),
+    )
+    assert response.status_code == 201
+    task = response.json()
+    assert set(task) == {
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "created_at",
+        "updated_at",
+    }
+    assert isinstance(task["id"], int) and task["id"] > 0
+    assert task["user_id"] == user_id
+    assert task["title"] == "Write report"  # stripped
+    assert task["description"] == "quarterly"
+    assert task["completed"] is False
+    assert _ts(task["created_at"]) == _ts(task["updated_at"])
+    assert response.headers["location"] == f"/api/{user_id}/tasks/{task['id']}"
+
+
+async def test_create_without_description_gives_null(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id)
+    assert task["description"] is None
+
+
+async def test_body_cannot_set_id_owner_completed_or_timestamps(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(
+        client,
+        user_id,
+        {
+            "id": 999999,
+            "user_id": "intruder",
+            "completed": True,
+            "created_at": "2000-01-01T00:00:00Z",
+            "updated_at": "2000-01-01T00:00:00Z",
+            "color": "red",
+        },
+    )
+    assert task["id"] != 999999
+    assert task["user_id"] == user_id
+    assert task["completed"] is False
+    assert _ts(task["created_at"]).year > 2000
+    assert "color" not in task
+    put = await client.put(
+        f"/api/{user_id}/tasks/{task['id']}",
+        json={
+            "completed": True,
+            "user_id": "intruder",
+            "id": 1,
+            "created_at": "2000-01-01T00:00:00Z",
+        },
+        headers=auth(user_id),
+    )
+    assert put.status_code == 200
+    assert put.json() == task  # nothing it may change was in the body: nothing changed
+
+
+async def test_list_is_empty_array_for_a_new_user(client: httpx.AsyncClient, user_id: str) -> None:
+    response = await client.get(f"/api/{user_id}/tasks", headers=auth(user_id))
+    assert response.status_code == 200
+    assert response.json() == []
+    assert "x-total-count" not in response.headers
+
+
+async def test_users_see_only_their_own_tasks(client: httpx.AsyncClient, user_id: str) -> None:
+    other = user_id + "-b"
+    mine = await _create(client, user_id, title="mine")
+    theirs = await _create(client, other, title="theirs")
+    listed = (await client.get(f"/api/{user_id}/tasks", headers=auth(user_id))).json()
+    assert [t["id"] for t in listed] == [mine["id"]]
+    listed_other = (await client.get(f"/api/{other}/tasks", headers=auth(other))).json()
+    assert [t["id"] for t in listed_other] == [theirs["id"]]
+
+
+async def test_another_users_task_is_404_on_every_task_endpoint(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    victim = user_id + "-victim"
+    task = await _create(client, victim, title="private")
+    h = auth(user_id)
+    base = f"/api/{user_id}/tasks/{task['id']}"
+    for method, path, body in [
+        ("GET", base, None),
+        ("PUT", base, {"title": "hacked"}),
+        ("PATCH", base + "/complete", None),
+        ("PATCH", base + "/complete", {"completed": True}),
+        ("DELETE", base, None),
+    ]:
+        response = await client.request(method, path, headers=h, json=body)
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {"status_code": 404, "detail": "Task not found"}
+    # ... and the victim's task is untouched.
+    got = await client.get(f"/api/{victim}/tasks/{task['id']}", headers=auth(victim))
+    assert got.json() == task
+
+
+async def test_missing_task_and_foreign_task_are_indistinguishable(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    foreign = await _create(client, user_id + "-x")
+    h = auth(user_id)
+    a = await client.get(f"/api/{user_id}/tasks/{foreign['id']}", headers=h)
+    b = await client.get(f"/api/{user_id}/tasks/9223372036854775807", headers=h)
+    assert (a.status_code, a.json()) == (b.status_code, b.json())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["abc", "0", "-1", "1.5", "1e3", "9" * 25, "9223372036854775808", "%20", "0x10", "01", "+1"],
+)
+async def test_task_id_that_is_not_a_positive_64_bit_integer_is_404(
+    client: httpx.AsyncClient, user_id: str, raw: str
+) -> None:
+    h = auth(user_id)
+    for method, suffix, body in [
+        ("GET", "", None),
+        ("PUT", "", {"title": "x"}),
+        ("PATCH", "/complete", None),
+        ("DELETE", "", None),
+    ]:
+        response = await client.request(
+            method, f"/api/{user_id}/tasks/{raw}{suffix}", headers=h, json=body
+        )
+        assert response.status_code == 404, (method, raw, response.text)
+        assert response.json()["detail"] == "Task not found"
+
+
+async def test_largest_64_bit_id_is_a_plain_404(client: httpx.AsyncClient, user_id: str) -> None:
+    response = await client.get(f"/api/{user_id}/tasks/9223372036854775807", headers=auth(user_id))
+    assert response.status_code == 404
+
+
+async def test_put_updates_title_and_moves_updated_at(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id, title="old", description="keep")
+    response = await client.put(
+        f"/api/{user_id}/tasks/{task['id']}", json={"title": "new"}, headers=auth(user_id)
+    )
+    assert response.status_code == 200
+    updated = response.json()
+    assert updated["title"] == "new" and updated["description"] == "keep"
+    assert _ts(updated["updated_at"]) > _ts(task["updated_at"])
+    assert updated["created_at"] == task["created_at"]
+
+
+async def test_put_omitted_field_unchanged_and_null_description_clears(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id, title="t", description="d")
+    path = f"/api/{user_id}/tasks/{task['id']}"
+    response = await client.put(path, json={"description": "d2"}, headers=auth(user_id))
+    assert response.json()["title"] == "t" and response.json()["description"] == "d2"
+    response = await client.put(path, json={"description": None}, headers=auth(user_id))
+    assert response.status_code == 200 and response.json()["description"] is None
+
+
+async def test_put_null_title_is_422(client: httpx.AsyncClient, user_id: str) -> None:
+    task = await _create(client, user_id)
+    response = await client.put(
+        f"/api/{user_id}/tasks/{task['id']}", json={"title": None}, headers=auth(user_id)
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "title"]
+
+
+async def test_put_empty_body_and_same_data_leave_updated_at_alone(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id, title="same", description="same d")
+    path = f"/api/{user_id}/tasks/{task['id']}"
+    for body in (
+        {},
+        {"title": "same"},
+        {"title": "  same  "},
+        {"description": "same d"},
+        {"title": "same", "description": "same d"},
+    ):
+        response = await client.put(path, json=body, headers=auth(user_id))
+        assert response.status_code == 200, body
+        assert response.json() == task, body
+
+
+async def test_toggle_flips_both_ways_and_moves_updated_at(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id)
+    path = f"/api/{user_id}/tasks/{task['id']}/complete"
+    first = await client.patch(path, headers=auth(user_id))
+    assert first.status_code == 200 and first.json()["completed"] is True
+    assert _ts(first.json()["updated_at"]) > _ts(task["updated_at"])
+    second = await client.patch(path, headers=auth(user_id))
+    assert second.json()["completed"] is False
+
+
+async def test_patch_with_completed_body_sets_idempotently(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id)
+    path = f"/api/{user_id}/tasks/{task['id']}/complete"
+    first = await client.patch(path, json={"completed": True}, headers=auth(user_id))
+    assert first.status_code == 200 and first.json()["completed"] is True
+    again = await client.patch(path, json={"completed": True}, headers=auth(user_id))
+    assert again.json() == first.json()  # same state: updated_at unchanged
+    back = await client.patch(path, json={"completed": False}, headers=auth(user_id))
+    assert back.json()["completed"] is False
+    assert _ts(back.json()["updated_at"]) > _ts(first.json()["updated_at"])
+
+
+@pytest.mark.parametrize(
+    "body", [{"completed": "yes"}, {"completed": 1}, {"completed": None}, [], {}]
+)
+async def test_patch_with_a_bad_completed_value_is_422(
+    client: httpx.AsyncClient, user_id: str, body: object
+) -> None:
+    task = await _create(client, user_id)
+    response = await client.patch(
+        f"/api/{user_id}/tasks/{task['id']}/complete", json=body, headers=auth(user_id)
+    )
+    assert response.status_code == 422, response.text
+
+
+async def test_delete_is_204_empty_then_404(client: httpx.AsyncClient, user_id: str) -> None:
+    task = await _create(client, user_id)
+    path = f"/api/{user_id}/tasks/{task['id']}"
+    first = await client.delete(path, headers=auth(user_id))
+    assert first.status_code == 204 and first.content == b""
+    assert (await client.get(path, headers=auth(user_id))).status_code == 404
+    assert (await client.delete(path, headers=auth(user_id))).status_code == 404
+
+
+async def test_50_concurrent_toggles_end_in_the_right_state(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    task = await _create(client, user_id)
+    path = f"/api/{user_id}/tasks/{task['id']}/complete"
+    responses = await asyncio.gather(
+        *(client.patch(path, headers=auth(user_id)) for _ in range(50))
+    )
+    assert all(r.status_code == 200 for r in responses)
+    # Every toggle was applied exactly once: 25 trues and 25 falses were observed, and an
+    # even number of flips leaves the task where it started.
+    states = [r.json()["completed"] for r in responses]
+    assert states.count(True) == 25 and states.count(False) == 25
+    final = await client.get(f"/api/{user_id}/tasks/{task['id']}", headers=auth(user_id))
+    assert final.json()["completed"] is False
+
+
+async def test_100_concurrent_creates_by_10_users_each_see_only_their_own(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    users = [f"{user_id}-{n}" for n in range(10)]
+
+    async def create(owner: str, n: int) -> httpx.Response:
+        return await client.post(
+            f"/api/{owner}/tasks", json={"title": f"{owner}#{n}"}, headers=auth(owner)
+        )
+
+    responses = await asyncio.gather(*(create(u, n) for u in users for n in range(10)))
+    assert [r.status_code for r in responses] == [201] * 100
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 100
+    for owner in users:
+        listed = (await client.get(f"/api/{owner}/tasks", headers=auth(owner))).json()
+        assert len(listed) == 10
+        assert {t["user_id"] for t in listed} == {owner}
+        assert sorted(t["title"] for t in listed) == sorted(f"{owner}#{n}" for n in range(10))

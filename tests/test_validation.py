@@ -1,0 +1,183 @@
+"""Input rules: lengths in code points, white space, control characters, JSON, body size."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import auth
+
+
+async def _post(client: httpx.AsyncClient, user_id: str, body: object) -> httpx.Response:
+    return await client.post(f"/api/{user_id}/tasks", json=body, headers=auth(user_id))
+
+
+def _assert_422(response: httpx.Response, field: str) -> None:
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["status_code"] == 422
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert any(err["loc"][-1] == field for err in body["errors"]), body
+    for err in body["errors"]:
+        assert set(err) == {"loc", "msg", "type"}
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "a" * 200,
+        "😀" * 200,  # 200 code points, 800 UTF-8 bytes
+        "漢" * 200,
+        "  " + "b" * 200 + "  ",  # stripped to 200
+        "x",
+        "tab\tinside",
+        "line\nbreak",
+    ],
+    ids=["200 ascii", "200 emoji", "200 cjk", "200 after strip", "1 char", "tab", "newline"],
+)
+async def test_title_within_limits_is_accepted(
+    client: httpx.AsyncClient, user_id: str, title: str
+) -> None:
+    response = await _post(client, user_id, {"title": title})
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == title.strip()
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "",
+        "   ",
+        "\t\n ",
+        "a" * 201,
+        "😀" * 201,
+        "漢" * 201,
+        "nul\x00byte",
+        "bell\x07",
+        "esc\x1b[0m",
+        "del\x7f",
+        "c1\x85inside",
+    ],
+    ids=[
+        "empty",
+        "spaces",
+        "whitespace",
+        "201 ascii",
+        "201 emoji",
+        "201 cjk",
+        "NUL",
+        "BEL",
+        "ESC",
+        "DEL",
+        "C1",
+    ],
+)
+async def test_bad_title_is_422(client: httpx.AsyncClient, user_id: str, title: str) -> None:
+    _assert_422(await _post(client, user_id, {"title": title}), "title")
+
+
+@pytest.mark.parametrize("title", [None, 123, True, ["a"], {"a": 1}])
+async def test_title_of_the_wrong_type_is_422(
+    client: httpx.AsyncClient, user_id: str, title: object
+) -> None:
+    _assert_422(await _post(client, user_id, {"title": title}), "title")
+
+
+async def test_missing_title_is_422(client: httpx.AsyncClient, user_id: str) -> None:
+    _assert_422(await _post(client, user_id, {"description": "no title"}), "title")
+
+
+async def test_description_limits_in_code_points(client: httpx.AsyncClient, user_id: str) -> None:
+    for ok in ("d" * 1000, "😀" * 1000, "漢" * 1000, "", "multi\nline\ttext"):
+        response = await _post(client, user_id, {"title": "t", "description": ok})
+        assert response.status_code == 201, response.text
+        assert response.json()["description"] == ok
+    for bad in ("d" * 1001, "😀" * 1001, "nul\x00", "\x1b"):
+        _assert_422(await _post(client, user_id, {"title": "t", "description": bad}), "description")
+
+
+async def test_put_applies_the_same_rules(client: httpx.AsyncClient, user_id: str) -> None:
+    created = await _post(client, user_id, {"title": "t"})
+    path = f"/api/{user_id}/tasks/{created.json()['id']}"
+    for body, field in (
+        ({"title": ""}, "title"),
+        ({"title": "   "}, "title"),
+        ({"title": "a" * 201}, "title"),
+        ({"title": "x\x00"}, "title"),
+        ({"description": "d" * 1001}, "description"),
+        ({"description": 5}, "description"),
+    ):
+        _assert_422(await client.put(path, json=body, headers=auth(user_id)), field)
+
+
+async def test_lone_surrogate_is_422_not_500(client: httpx.AsyncClient, user_id: str) -> None:
+    response = await client.post(
+        f"/api/{user_id}/tasks",
+        content=b'{"title": "bad \\ud800 surrogate"}',
+        headers={**auth(user_id), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b'{"title": "x",}', b"\xff\xfe", b'{"title": "unterminated', b"nul\x00"]
+)
+async def test_invalid_json_is_400(client: httpx.AsyncClient, user_id: str, raw: bytes) -> None:
+    response = await client.post(
+        f"/api/{user_id}/tasks",
+        content=raw,
+        headers={**auth(user_id), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {"status_code": 400, "detail": "Request body is not valid JSON"}
+
+
+async def test_invalid_json_is_400_whatever_the_content_type(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = auth(user_id)
+        if content_type:
+            headers["Content-Type"] = content_type
+        response = await client.post(f"/api/{user_id}/tasks", content=b"title=x", headers=headers)
+        assert response.status_code == 400, content_type
+
+
+async def test_valid_json_of_the_wrong_shape_is_422(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    for body in ([], "title", 42, None, [{"title": "x"}]):
+        response = await _post(client, user_id, body)
+        assert response.status_code == 422, body
+
+
+async def test_body_over_64_kib_is_413(client: httpx.AsyncClient, user_id: str) -> None:
+    big = {"title": "t", "description": "d" * (64 * 1024)}
+    response = await _post(client, user_id, big)
+    assert response.status_code == 413
+    assert response.json() == {"status_code": 413, "detail": "Request body too large"}
+
+
+async def test_streamed_body_over_64_kib_without_length_is_413(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"title": "t", "description": "'
+        for _ in range(70):
+            yield b"d" * 1024
+        yield b'"}'
+
+    response = await client.post(
+        f"/api/{user_id}/tasks",
+        content=chunks(),
+        headers={**auth(user_id), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_body_just_under_64_kib_is_judged_on_its_fields(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    body = {"title": "t", "description": "d" * 1000, "padding": "p" * 60_000}
+    response = await _post(client, user_id, body)
+    assert response.status_code == 201  # unknown fields are ignored, not stored
