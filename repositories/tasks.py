@@ -156,5 +156,8 @@ class TaskRepository:
 
     async def schema_version(self) -> int:
         """The applied schema version; raises DatabaseUnavailable when the database is not there."""
-        rows = await self._run("ping", Q["ping"], {}, retry=True)
+        try:
+            rows = await self._run("ping", Q["ping"], {}, retry=True)
+        except psycopg.errors.UndefinedTable:
+            return 0  # never migrated: not ready, rather than a 500
         return int(rows[0][0])
