@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +30,10 @@ def count_auth_failure(reason: str) -> None:
     AUTH_FAILURES.labels(reason=reason).inc()
 
 
-# --- HTTP metrics and pool gauges -------------------------------------------------------------
+# --- pool gauges ------------------------------------------------------------------------------
+# Each worker has its own pool; under `serve --workers N` (multiprocess mode) `livesum` adds
+# the live workers' values, so the gauges describe the whole service. Outside multiprocess
+# mode `multiprocess_mode` is ignored.
 
 POOL_SIZE = Gauge(
     "tasks_db_pool_size", "Connections in the pool (busy and idle).", multiprocess_mode="livesum"
@@ -44,14 +48,27 @@ POOL_MAX = Gauge("tasks_db_pool_max", "Configured maximum pool size.", multiproc
 
 
 def update_pool_gauges(stats: Mapping[str, int]) -> None:
+    """From psycopg_pool's `get_stats()`."""
     POOL_SIZE.set(stats.get("pool_size", 0))
     POOL_IDLE.set(stats.get("pool_available", 0))
     POOL_WAITING.set(stats.get("requests_waiting", 0))
     POOL_MAX.set(stats.get("pool_max", 0))
 
 
+def _forget_this_process() -> None:
+    """In multiprocess mode, drop this worker's live gauges, so a stopped or restarted worker
+    does not keep counting in the `livesum`."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
 async def pool_stats_reporter(pool: Any, *, interval: float = 1.0) -> None:
-    """Refresh the pool gauges every `interval` seconds (each worker reports its own pool)."""
-    while True:
-        update_pool_gauges(pool.get_stats())
-        await asyncio.sleep(interval)
+    """Refresh the pool gauges every `interval` seconds until cancelled (at shutdown)."""
+    try:
+        while True:
+            update_pool_gauges(pool.get_stats())
+            await asyncio.sleep(interval)
+    finally:
+        _forget_this_process()

@@ -1,27 +1,52 @@
-"""Prometheus multiprocess mode for `serve --workers N`: one directory, made clean per start."""
+"""Prometheus multiprocess mode for `serve --workers N`: one directory, fresh per start."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def _clear(directory: Path) -> None:
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def _cleanup(directory: Path, *, owned: bool, creator: int) -> None:
+    if os.getpid() != creator:  # never from a worker
+        return
+    if owned:
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        _clear(directory)
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:
     """With several workers, point prometheus_client at a fresh shared directory.
 
     Must run before any worker imports prometheus_client, so the `serve` command calls it
-    before uvicorn starts the workers; they inherit PROMETHEUS_MULTIPROC_DIR.
+    before uvicorn starts the workers; they inherit PROMETHEUS_MULTIPROC_DIR. A directory we
+    make is removed when `serve` exits; one the operator named is emptied of metric files at
+    start and at exit, never removed. Counters restart at zero with the service, which
+    Prometheus's rate() and increase() treat as a counter reset.
     """
     if workers <= 1:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         return None
-    directory = Path(
-        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        or Path(tempfile.gettempdir()) / f"tasks-api-metrics-{os.getpid()}"
-    )
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        directory = Path(named)
+        directory.mkdir(parents=True, exist_ok=True)
+        _clear(directory)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="tasks-api-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    atexit.register(_cleanup, directory, owned=not named, creator=os.getpid())
+    log.info("metrics_multiprocess", directory=str(directory), workers=workers)
     return directory
