@@ -1,0 +1,20 @@
+"""What the scenario and the runner share, without importing Locust (which patches with gevent)."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+# URL templates: the `name=` of each request, so Locust reports one row per endpoint.
+LIST = "/api/{user_id}/tasks"
+ONE = "/api/{user_id}/tasks/{task_id}"
+COMPLETE = "/api/{user_id}/tasks/{task_id}/complete"
+
+TOKEN_TTL = 6 * 3600
+
+
+def mint_token(sub: str, secret: str, ttl: int = TOKEN_TTL) -> str:
+    """An HS256 token as the frontend's own route signs it with BETTER_AUTH_SECRET."""
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
