@@ -1,0 +1,158 @@
+"""Helpers of the observability suites: JSON log files, a real Prometheus server, service env."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import SECRET, free_port, require, wait_http
+
+PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of `tasks-api serve` on `database_url` with the tests' secret."""
+    return {
+        "NEON_DB_URL": database_url,
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": SECRET,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "DB_POOL_MIN": "1",
+        "DB_POOL_MAX": "4",
+        "DB_POOL_TIMEOUT": "2",
+        "DB_STARTUP_TIMEOUT": "10",
+        **extra,
+    }
+
+
+def read_json_log(path: Path) -> list[dict[str, Any]]:
+    """Every line of a server's captured output, each of which must be one JSON object."""
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"log line {number} is not JSON: {line!r}") from exc
+        assert isinstance(record, dict), f"log line {number} is not an object: {line!r}"
+        records.append(record)
+    return records
+
+
+def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("event") == "request" and r.get("logger") == "tasks_api.access"]
+
+
+def wait_until(
+    probe: Callable[[], Any], *, timeout: float, interval: float = 0.25, what: str = "condition"
+) -> Any:
+    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+class Prometheus:
+    """A real Prometheus server on a loopback port, scraping `targets` every second."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=5.0)
+        response.raise_for_status()
+        body = response.json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        """The value of a query that yields one sample (None while it yields none)."""
+        result = self.query(expr)
+        if not result:
+            return None
+        assert len(result) == 1, f"{expr} gave {len(result)} series: {result}"
+        return float(result[0]["value"][1])
+
+    def wait_value(
+        self, expr: str, accept: Callable[[float], bool], *, timeout: float = 30.0
+    ) -> float:
+        def probe() -> float | None:
+            value = self.value(expr)
+            return value if value is not None and accept(value) else None
+
+        result: float = wait_until(probe, timeout=timeout, interval=0.5, what=f"Prometheus {expr}")
+        return result
+
+    def targets(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.base}/api/v1/targets", timeout=5.0)
+        response.raise_for_status()
+        active: list[dict[str, Any]] = response.json()["data"]["activeTargets"]
+        return active
+
+
+@contextlib.contextmanager
+def running_prometheus(targets: list[str], *, job: str = "tasks-api") -> Iterator[Prometheus]:
+    """Start Prometheus with a temporary config and storage; stop it and remove both after."""
+    require(
+        Path(PROMETHEUS_BIN).exists(),
+        "the prometheus server is not installed (scripts/ci/setup-prometheus.sh)",
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="tasks-api-prometheus-"))
+    config = workdir / "prometheus.yml"
+    quoted = ", ".join(f"'{t}'" for t in targets)
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  scrape_timeout: 1s\n"
+        "  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        f"  - job_name: '{job}'\n"
+        "    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: [{quoted}]\n",
+        encoding="utf-8",
+    )
+    port = free_port()
+    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS_BIN,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/-/ready", timeout=30.0, proc=proc)
+        yield Prometheus(base)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
