@@ -51,7 +51,9 @@ def read_json_log(path: Path) -> list[dict[str, Any]]:
 
 
 def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("event") == "request" and r.get("logger") == "tasks_api.access"]
+    return [
+        r for r in records if r.get("event") == "request" and r.get("logger") == "tasks_api.access"
+    ]
 
 
 def wait_until(
