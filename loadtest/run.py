@@ -268,7 +268,7 @@ class ServerConfig:
 @contextlib.contextmanager
 def running_service(
     config: ServerConfig, database_url: str, secret: str, log_path: Path
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {
         **os.environ,
@@ -299,7 +299,7 @@ def running_service(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service was not ready within 60 s; see {log_path}")
                 time.sleep(0.2)
-            yield base
+            yield base, proc.pid
         finally:
             _stop(proc)
 
@@ -363,9 +363,61 @@ class LoadShape:
     per_user: int = 50
 
 
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    import psutil  # type: ignore[import-untyped]
+
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system
+    return out
+
+
+def cpu_snapshot(server_pid: int | None, database_url: str | None) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of the service (and its workers) and of its PostgreSQL backends.
+
+    CPU per request is far steadier than latency on a machine shared with other work, so the
+    tuning table reports it beside the percentiles.
+    """
+    import psutil  # type: ignore[import-untyped]
+
+    app: list[int] = []
+    if server_pid is not None:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(server_pid)
+            app = [root.pid, *(c.pid for c in root.children(recursive=True))]
+    db: list[int] = []
+    if database_url:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(database_url) as conn:
+            db = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'tasks-api'"
+                )
+            ]
+    return {"app": _cpu_seconds(app), "db": _cpu_seconds(db)}
+
+
+def cpu_used(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    return {
+        key: sum(max(0.0, v - before.get(key, {}).get(pid, 0.0)) for pid, v in after[key].items())
+        for key in after
+    }
+
+
 def run_locust(
-    host: str, secret: str, prefix: str, shape: LoadShape, out: Path
-) -> tuple[list[Row], Row]:
+    host: str,
+    secret: str,
+    prefix: str,
+    shape: LoadShape,
+    out: Path,
+    server_pid: int | None = None,
+    database_url: str | None = None,
+) -> tuple[list[Row], Row, dict[str, float]]:
     out.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -406,8 +458,13 @@ def run_locust(
             cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
+            # Stats are reset once all users are spawned: take the CPU baseline then too.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.5 + shape.users / shape.spawn_rate)
+            before = cpu_snapshot(server_pid, database_url)
             # Locust stops itself after run_time; this bound only guards against a hang.
             proc.wait(timeout=shape.run_time + 60)
+            after = cpu_snapshot(server_pid, database_url)
         except subprocess.TimeoutExpired:
             _stop(proc, timeout=10)
             raise RuntimeError(f"Locust did not stop by itself; see {out / 'locust.log'}") from None
@@ -416,14 +473,26 @@ def run_locust(
     stats = out / "locust_stats.csv"
     if not stats.exists():
         raise RuntimeError(f"Locust wrote no stats (exit {proc.returncode}); see {out}/locust.log")
-    return parse_stats(stats)
+    rows, total = parse_stats(stats)
+    return rows, total, cpu_used(before, after)
 
 
 def summarize(
-    rows: list[Row], total: Row, shape: LoadShape, label: str, out: Path
+    rows: list[Row],
+    total: Row,
+    shape: LoadShape,
+    label: str,
+    out: Path,
+    cpu: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     verdicts = {name: judge(p, rows, total, shape.users) for name, p in PROFILES.items()}
+    per_request = {
+        f"{k}_cpu_ms_per_request": 1000 * v / total.requests if total.requests else 0.0
+        for k, v in (cpu or {}).items()
+    }
     summary = {
+        "loadavg_end": os.getloadavg(),
+        **per_request,
         "label": label,
         "shape": asdict(shape),
         "rows": [asdict(r) | {"endpoint": r.endpoint} for r in rows],
@@ -457,7 +526,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.fresh_database:
                 database_url = stack.enter_context(fresh_database(args.database_url))
             secret = os.environ.get("BETTER_AUTH_SECRET") or secrets.token_urlsafe(32)
-            host = stack.enter_context(
+            host, server_pid = stack.enter_context(
                 running_service(config, database_url, secret, out / "server.log")
             )
         else:
@@ -467,6 +536,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
             host = args.host.rstrip("/")
             database_url = args.database_url
+            server_pid = None
         started = time.monotonic()
         if database_url:
             seed_sql(database_url, prefix, shape.identities, shape.per_user)
@@ -478,9 +548,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{shape.run_time} s against {host}",
             flush=True,
         )
-        rows, total = run_locust(host, secret, prefix, shape, out)
-    summary = summarize(rows, total, shape, args.profile, out)
+        rows, total, cpu = run_locust(host, secret, prefix, shape, out, server_pid, database_url)
+    summary = summarize(rows, total, shape, args.profile, out, cpu)
     print_table(rows, total, summary["verdicts"])
+    if "app_cpu_ms_per_request" in summary:
+        print(
+            f"CPU per request: service {summary['app_cpu_ms_per_request']:.2f} ms, "
+            f"PostgreSQL {summary.get('db_cpu_ms_per_request', 0.0):.2f} ms; "
+            f"load average at the end {summary['loadavg_end'][0]:.1f} (2 cores, shared)"
+        )
     print(f"report: {out}/report.html  stats: {out}/locust_stats.csv")
     return 0 if not summary["verdicts"][profile.name] else 1
 
@@ -526,26 +602,33 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 run_dir = out / f"{name}-{rep}"
                 run_dir.mkdir()
                 config = TUNING[name]
-                with running_service(config, database_url, secret, run_dir / "server.log") as host:
+                log = run_dir / "server.log"
+                with running_service(config, database_url, secret, log) as (host, pid):
                     if not seeded:
                         seed_sql(database_url, prefix, shape.identities, shape.per_user)
                         seeded = True
-                    rows, total = run_locust(host, secret, prefix, shape, run_dir)
-                summary = summarize(rows, total, shape, name, run_dir)
+                    rows, total, cpu = run_locust(
+                        host, secret, prefix, shape, run_dir, pid, database_url
+                    )
+                summary = summarize(rows, total, shape, name, run_dir, cpu)
                 results[name].append(summary)
                 worst = max((r.p99 for r in rows), default=0.0)
                 print(
                     f"[{rep + 1}/{args.repeat}] {name:<26} p50 {total.p50:>4.0f} "
                     f"p95 {total.p95:>4.0f} p99 {total.p99:>4.0f} worst-p99 {worst:>4.0f} "
-                    f"req/s {total.rps:>6.1f} errors {total.failures}",
+                    f"req/s {total.rps:>6.1f} errors {total.failures} "
+                    f"cpu/req app {summary.get('app_cpu_ms_per_request', 0):.2f} "
+                    f"db {summary.get('db_cpu_ms_per_request', 0):.2f} ms "
+                    f"load {summary['loadavg_end'][0]:.1f}",
                     flush=True,
                 )
     lines = [
         f"{shape.users} users, think time {shape.wait_min}..{shape.wait_max} s, "
         f"{shape.run_time} s per run, {args.repeat} runs each; median [min..max]",
         "",
-        "| config | p50 ms | p95 ms | p99 ms | worst endpoint p99 ms | req/s | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| config | p50 ms | p95 ms | p99 ms | worst endpoint p99 ms | req/s | errors "
+        "| service CPU ms/req | PostgreSQL CPU ms/req |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
         runs = results[name]
@@ -555,7 +638,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"| {name} | {_spread([t['p50'] for t in totals])} | "
             f"{_spread([t['p95'] for t in totals])} | {_spread([t['p99'] for t in totals])} | "
             f"{_spread(worst_p99)} | {_spread([t['rps'] for t in totals], '{:.1f}')} | "
-            f"{sum(t['failures'] for t in totals)} |"
+            f"{sum(t['failures'] for t in totals)} | "
+            f"{_spread([r.get('app_cpu_ms_per_request', 0.0) for r in runs], '{:.2f}')} | "
+            f"{_spread([r.get('db_cpu_ms_per_request', 0.0) for r in runs], '{:.2f}')} |"
         )
     table = "\n".join(lines)
     (out / "tune.md").write_text(table + "\n", encoding="utf-8")
