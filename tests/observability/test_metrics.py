@@ -1,0 +1,211 @@
+"""/metrics in process: HTTP counts and latency by route template and status, pool gauges,
+SQL statement time, authentication failures; and the multiprocess directory of `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg_pool import AsyncConnectionPool
+
+from observability.metrics import pool_stats_reporter, update_pool_gauges
+from observability.multiprocess import _cleanup, prepare_multiprocess_dir
+from tests.support import auth, make_token
+
+TASKS = "/api/{user_id}/tasks"
+TASK = "/api/{user_id}/tasks/{task_id}"
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def get(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_requests_are_counted_and_timed_by_route_template_and_status(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    before = await scrape(client)
+    h = auth(user_id)
+    created = await client.post(f"/api/{user_id}/tasks", json={"title": "m"}, headers=h)
+    assert created.status_code == 201
+    for _ in range(3):
+        assert (await client.get(f"/api/{user_id}/tasks", headers=h)).status_code == 200
+    assert (await client.get(f"/api/{user_id}/tasks/{created.json()['id']}", headers=h)).is_success
+    assert (await client.get(f"/api/{user_id}/tasks/999999999", headers=h)).status_code == 404
+    assert (await client.get(f"/api/{user_id}/tasks")).status_code == 401
+    assert (await client.get("/no/such/thing")).status_code == 404
+    for path in ("/health", "/ready", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return get(after, name, **labels) - get(before, name, **labels)
+
+    total = "http_requests_total"
+    assert delta(total, handler=TASKS, method="POST", status="201") == 1
+    assert delta(total, handler=TASKS, method="GET", status="200") == 3
+    assert delta(total, handler=TASK, method="GET", status="200") == 1
+    assert delta(total, handler=TASK, method="GET", status="404") == 1
+    assert delta(total, handler=TASKS, method="GET", status="401") == 1
+    # No raw path ever becomes a label: unrouted requests are grouped under "none".
+    assert delta(total, handler="none", method="GET", status="404") == 1
+    handlers = {dict(labels).get("handler") for (name, labels) in after if name == total}
+    assert not {"/health", "/ready", "/metrics"} & handlers
+    assert not any(h and user_id in h for h in handlers)
+    # Latency histogram by route template and status.
+    count = "http_request_duration_seconds_count"
+    assert delta(count, handler=TASKS, method="GET", status="200") == 3
+    assert delta(count, handler=TASKS, method="GET", status="401") == 1
+    inf = "http_request_duration_seconds_bucket"
+    assert delta(inf, handler=TASKS, method="GET", status="200", le="+Inf") == 3
+    assert (
+        get(after, "http_request_duration_seconds_sum", handler=TASKS, method="GET", status="200")
+        > 0
+    )
+
+
+async def test_sql_statement_time_by_statement_name(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    before = await scrape(client)
+    h = auth(user_id)
+    created = (await client.post(f"/api/{user_id}/tasks", json={"title": "s"}, headers=h)).json()
+    await client.get(f"/api/{user_id}/tasks", headers=h)
+    await client.get(f"/api/{user_id}/tasks?limit=5", headers=h)
+    await client.patch(f"/api/{user_id}/tasks/{created['id']}/complete", headers=h)
+    await client.delete(f"/api/{user_id}/tasks/{created['id']}", headers=h)
+    after = await scrape(client)
+    name = "tasks_db_statement_duration_seconds_count"
+    for statement in ("create_task", "list_tasks", "list_tasks_page", "toggle_task", "delete_task"):
+        assert get(after, name, statement=statement) - get(before, name, statement=statement) == 1
+    assert get(after, "tasks_db_statement_duration_seconds_sum", statement="create_task") > 0
+
+
+async def test_auth_failures_by_reason(client: httpx.AsyncClient, user_id: str) -> None:
+    before = await scrape(client)
+    url = f"/api/{user_id}/tasks"
+    await client.get(url)
+    await client.get(url, headers={"Authorization": "Basic abc"})
+    await client.get(url, headers=auth(user_id, secret="wrong-secret-0123456789abcdef0123456789"))
+    await client.get(url, headers={"Authorization": f"Bearer {make_token(user_id, ttl=-3600)}"})
+    await client.get("/api/someone-else/tasks", headers=auth(user_id))
+    after = await scrape(client)
+    name = "tasks_auth_failures_total"
+    for reason in ("missing_token", "wrong_scheme", "bad_signature", "expired", "user_mismatch"):
+        assert get(after, name, reason=reason) - get(before, name, reason=reason) == 1, reason
+
+
+async def test_pool_gauges_show_size_idle_and_a_starved_pool(database_url: str) -> None:
+    """A real pool of one connection, held, with a second request waiting for it.
+
+    The gauges are read right after they are set, with no await between: the session's app
+    refreshes the same gauges from its own pool every second.
+    """
+    from prometheus_client import REGISTRY
+
+    def gauges() -> dict[str, float | None]:
+        update_pool_gauges(pool.get_stats())
+        return {
+            name: REGISTRY.get_sample_value(f"tasks_db_pool_{name}")
+            for name in ("size", "idle", "waiting", "max")
+        }
+
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        database_url, min_size=1, max_size=1, open=False
+    )
+    await pool.open(wait=True, timeout=10)
+    try:
+        assert gauges() == {"size": 1, "idle": 1, "waiting": 0, "max": 1}
+        async with pool.connection():
+            assert gauges() == {"size": 1, "idle": 0, "waiting": 0, "max": 1}
+            waiter = asyncio.create_task(pool.getconn(timeout=10))
+            for _ in range(250):
+                await asyncio.sleep(0.02)
+                if pool.get_stats().get("requests_waiting", 0) == 1:
+                    break
+            assert gauges() == {"size": 1, "idle": 0, "waiting": 1, "max": 1}
+        conn = await asyncio.wait_for(waiter, 10)
+        await pool.putconn(conn)
+        assert gauges()["waiting"] == 0
+    finally:
+        await pool.close()
+
+
+async def test_the_reporter_refreshes_the_gauges_until_cancelled(database_url: str) -> None:
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        database_url, min_size=1, max_size=3, open=False
+    )
+    await pool.open(wait=True, timeout=10)
+    reporter = asyncio.create_task(pool_stats_reporter(pool, interval=0.01))
+    try:
+        from prometheus_client import REGISTRY
+
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if REGISTRY.get_sample_value("tasks_db_pool_max") == 3:
+                break
+        assert REGISTRY.get_sample_value("tasks_db_pool_max") == 3
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+        await pool.close()
+    assert reporter.cancelled()
+
+
+async def test_pool_gauges_are_exposed_by_the_service(client: httpx.AsyncClient) -> None:
+    await asyncio.sleep(1.2)  # the service's reporter refreshes every second
+    samples = await scrape(client)
+    assert get(samples, "tasks_db_pool_max") == 10  # tests.conftest.make_settings
+    assert get(samples, "tasks_db_pool_size") >= 1
+    assert ("tasks_db_pool_idle", frozenset()) in samples
+    assert ("tasks_db_pool_waiting", frozenset()) in samples
+
+
+def test_multiprocess_dir_is_fresh_and_removed_by_its_creator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # setenv first, so that monkeypatch restores the original state (unset) afterwards.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    assert prepare_multiprocess_dir(1) is None
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    directory = prepare_multiprocess_dir(2)
+    assert directory is not None and directory.is_dir() and not any(directory.iterdir())
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    (directory / "counter_1.db").write_bytes(b"x")
+    _cleanup(directory, owned=True, creator=os.getpid() + 1)  # a worker: leaves it alone
+    assert directory.exists()
+    _cleanup(directory, owned=True, creator=os.getpid())
+    assert not directory.exists()
+
+
+def test_a_named_multiprocess_dir_is_emptied_never_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    named = tmp_path / "metrics"
+    named.mkdir()
+    (named / "counter_123.db").write_bytes(b"stale")
+    (named / "keep.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(named))
+    assert prepare_multiprocess_dir(3) == named
+    assert sorted(p.name for p in named.iterdir()) == ["keep.txt"]
+    (named / "gauge_livesum_9.db").write_bytes(b"x")
+    _cleanup(named, owned=False, creator=os.getpid())
+    assert sorted(p.name for p in named.iterdir()) == ["keep.txt"]
