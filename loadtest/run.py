@@ -364,7 +364,7 @@ class LoadShape:
 
 
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     out: dict[int, float] = {}
     for pid in pids:
@@ -380,7 +380,7 @@ def cpu_snapshot(server_pid: int | None, database_url: str | None) -> dict[str, 
     CPU per request is far steadier than latency on a machine shared with other work, so the
     tuning table reports it beside the percentiles.
     """
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     app: list[int] = []
     if server_pid is not None:
@@ -595,33 +595,38 @@ def cmd_tune(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     secret = secrets.token_urlsafe(32)
     prefix = f"lt{uuid.uuid4().hex[:8]}"
-    with fresh_database(args.database_url) as database_url:
-        seeded = False
-        for rep in range(args.repeat):
-            for name in names:
-                run_dir = out / f"{name}-{rep}"
-                run_dir.mkdir()
-                config = TUNING[name]
-                log = run_dir / "server.log"
-                with running_service(config, database_url, secret, log) as (host, pid):
-                    if not seeded:
-                        seed_sql(database_url, prefix, shape.identities, shape.per_user)
-                        seeded = True
+    # A fresh database per run: every run starts from the same data, and a schema edited by
+    # someone else between runs cannot break the next start.
+    for rep in range(args.repeat):
+        for name in names:
+            run_dir = out / f"{name}-{rep}"
+            run_dir.mkdir()
+            config = TUNING[name]
+            log = run_dir / "server.log"
+            try:
+                with (
+                    fresh_database(args.database_url) as database_url,
+                    running_service(config, database_url, secret, log) as (host, pid),
+                ):
+                    seed_sql(database_url, prefix, shape.identities, shape.per_user)
                     rows, total, cpu = run_locust(
                         host, secret, prefix, shape, run_dir, pid, database_url
                     )
-                summary = summarize(rows, total, shape, name, run_dir, cpu)
-                results[name].append(summary)
-                worst = max((r.p99 for r in rows), default=0.0)
-                print(
-                    f"[{rep + 1}/{args.repeat}] {name:<26} p50 {total.p50:>4.0f} "
-                    f"p95 {total.p95:>4.0f} p99 {total.p99:>4.0f} worst-p99 {worst:>4.0f} "
-                    f"req/s {total.rps:>6.1f} errors {total.failures} "
-                    f"cpu/req app {summary.get('app_cpu_ms_per_request', 0):.2f} "
-                    f"db {summary.get('db_cpu_ms_per_request', 0):.2f} ms "
-                    f"load {summary['loadavg_end'][0]:.1f}",
-                    flush=True,
-                )
+            except RuntimeError as exc:  # one broken run must not lose the others
+                print(f"[{rep + 1}/{args.repeat}] {name}: run failed: {exc}", flush=True)
+                continue
+            summary = summarize(rows, total, shape, name, run_dir, cpu)
+            results[name].append(summary)
+            worst = max((r.p99 for r in rows), default=0.0)
+            print(
+                f"[{rep + 1}/{args.repeat}] {name:<26} p50 {total.p50:>4.0f} "
+                f"p95 {total.p95:>4.0f} p99 {total.p99:>4.0f} worst-p99 {worst:>4.0f} "
+                f"req/s {total.rps:>6.1f} errors {total.failures} "
+                f"cpu/req app {summary.get('app_cpu_ms_per_request', 0):.2f} "
+                f"db {summary.get('db_cpu_ms_per_request', 0):.2f} ms "
+                f"load {summary['loadavg_end'][0]:.1f}",
+                flush=True,
+            )
     lines = [
         f"{shape.users} users, think time {shape.wait_min}..{shape.wait_max} s, "
         f"{shape.run_time} s per run, {args.repeat} runs each; median [min..max]",
@@ -632,6 +637,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     ]
     for name in names:
         runs = results[name]
+        if not runs:
+            lines.append(f"| {name} | no successful run |")
+            continue
         totals = [r["total"] for r in runs]
         worst_p99 = [max(row["p99"] for row in r["rows"]) for r in runs]
         lines.append(
