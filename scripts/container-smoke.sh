@@ -39,7 +39,7 @@ die() { log "FAIL: $*"; exit 1; }
 WORK_DIR="$(mktemp -d /tmp/tasks-api-smoke.XXXXXX)"
 CONTAINER="tasks-api-smoke-$$"
 SMOKE_DB="tasks_smoke_$$_$RANDOM"
-CONTAINER_STARTED=0
+STARTED_CONTAINERS=()
 DB_CREATED=0
 ROOTFS_DIR=""
 
@@ -58,13 +58,14 @@ PY
 cleanup() {
   local status=$?
   set +e
-  if [ "$CONTAINER_STARTED" = 1 ]; then
+  local name
+  for name in "${STARTED_CONTAINERS[@]}"; do
     if [ "$status" != 0 ]; then
-      log "container logs (last 80 lines):"
-      podman logs --tail 80 "$CONTAINER" >&2 2>&1
+      log "logs of $name (last 60 lines):"
+      podman logs --tail 60 "$name" >&2 2>&1
     fi
-    podman rm --force --time 10 "$CONTAINER" >/dev/null 2> >(quiet_systemd)
-  fi
+    podman rm --force --time 10 "$name" >/dev/null 2> >(quiet_systemd)
+  done
   if [ "$DB_CREATED" = 1 ]; then
     psql_admin "DROP DATABASE IF EXISTS \"$SMOKE_DB\" WITH (FORCE)" ||
       log "could not drop database $SMOKE_DB"
@@ -245,21 +246,26 @@ p = urlsplit(sys.argv[1])
 print(urlunsplit(p._replace(path="/" + sys.argv[2])))' "$SMOKE_ADMIN_URL" "$SMOKE_DB")"
 log "database $SMOKE_DB created"
 
-PORT="$(free_port)"
 SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
-BASE_URL="http://127.0.0.1:$PORT"
 
-log "starting $CONTAINER on 127.0.0.1:$PORT (--network host)"
-START_NS="$(date +%s%N)"
-# The image's command with the address changed: loopback only, on a free port. PORT is set
-# too, so that the HEALTHCHECK probes the same port.
-podman run --detach --name "$CONTAINER" --network host \
-  -e DATABASE_URL="$DB_URL" -e BETTER_AUTH_SECRET="$SECRET" -e PORT="$PORT" \
-  "$SMOKE_IMAGE" tasks-api serve --host 127.0.0.1 --port "$PORT" >/dev/null 2> >(quiet_systemd)
-CONTAINER_STARTED=1
+# Start a container ($1 name, $2 port, then extra `podman run` options up to `--`, then the
+# command); --network host only, and the server listens on loopback only.
+start_container() {
+  local name=$1 port=$2
+  shift 2
+  local opts=()
+  while [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  STARTED_CONTAINERS+=("$name")
+  podman run --detach --name "$name" --network host \
+    -e DATABASE_URL="$DB_URL" -e BETTER_AUTH_SECRET="$SECRET" -e PORT="$port" \
+    "${opts[@]}" "$SMOKE_IMAGE" "$@" >/dev/null 2> >(quiet_systemd)
+}
 
-# Poll /ready until 200; the time is from `podman run` to the first 200.
-READY_MS="$(python3 - "$BASE_URL" "$START_NS" "$CONTAINER" <<'PY'
+# Milliseconds from $2 (date +%s%N, taken just before `podman run`) to the first 200 from
+# $1/ready; fails if the container stops first or nothing answers within 60 s.
+wait_ready_ms() {
+  python3 - "$1" "$2" "$3" <<'PY'
 import subprocess, sys, time, urllib.error, urllib.request
 
 base, start_ns, container = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -277,13 +283,23 @@ while time.monotonic() < deadline:
         capture_output=True, text=True,
     ).stdout.strip()
     if state != "true":
-        print("container exited before it was ready", file=sys.stderr)
+        print(f"{container} stopped before it was ready", file=sys.stderr)
         sys.exit(1)
     time.sleep(0.1)
-print("not ready within 60 s", file=sys.stderr)
+print(f"{container}: not ready within 60 s", file=sys.stderr)
 sys.exit(1)
 PY
-)" || die "/ready never answered 200"
+}
+
+# ---- 1. the image as built: ready time, HTTP, non-root, HEALTHCHECK, graceful stop ----------
+PORT="$(free_port)"
+BASE_URL="http://127.0.0.1:$PORT"
+log "starting $CONTAINER on 127.0.0.1:$PORT (--network host)"
+START_NS="$(date +%s%N)"
+# The image's command with the address changed (loopback, a free port); PORT is set too, so
+# that the HEALTHCHECK probes the same port.
+start_container "$CONTAINER" "$PORT" -- tasks-api serve --host 127.0.0.1 --port "$PORT"
+READY_MS="$(wait_ready_ms "$BASE_URL" "$START_NS" "$CONTAINER")" || die "/ready never answered 200"
 log "ready ${READY_MS} ms after container start (limit ${READY_LIMIT_SECONDS} s)"
 [ "$READY_MS" -lt $((READY_LIMIT_SECONDS * 1000)) ] || die "SC-008: ready after ${READY_MS} ms"
 
@@ -294,6 +310,7 @@ if podman exec "$CONTAINER" python3 -c 'import pgserver' 2>/dev/null; then
   die "pgserver (embedded dev database) should not be in the image"
 fi
 podman healthcheck run "$CONTAINER" >/dev/null || die "the image's HEALTHCHECK failed"
+log "HEALTHCHECK (CMD-SHELL, urllib): healthy"
 
 # A token minted inside the container, with the secret the server uses.
 TOKEN="$(podman exec "$CONTAINER" tasks-api token smoke-user --ttl 300)"
@@ -347,6 +364,35 @@ podman stop --time 25 "$CONTAINER" >/dev/null 2> >(quiet_systemd)
 EXIT_CODE="$(podman inspect --format '{{.State.ExitCode}}' "$CONTAINER")"
 log "stopped in $((SECONDS - STOP_STARTED)) s, exit code $EXIT_CODE"
 [ "$EXIT_CODE" = 0 ] || die "the server did not exit cleanly on SIGTERM (exit $EXIT_CODE)"
+
+# ---- 2. development mode as docker-compose.yml runs it: source bind-mounted over /app, --reload
+# A copy of the source, so that the change made to trigger the reload touches no real file.
+DEV_SRC="$WORK_DIR/src"
+mkdir -p "$DEV_SRC"
+cp -r api repositories observability sql pyproject.toml "$DEV_SRC/"
+find "$DEV_SRC" -name __pycache__ -prune -exec rm -rf {} +
+chmod -R a+rX "$DEV_SRC"
+DEV_PORT="$(free_port)"
+DEV_CONTAINER="$CONTAINER-dev"
+log "starting $DEV_CONTAINER: source bind-mounted at /app, --reload, 127.0.0.1:$DEV_PORT"
+DEV_START_NS="$(date +%s%N)"
+start_container "$DEV_CONTAINER" "$DEV_PORT" \
+  -v "$DEV_SRC:/app" -e WATCHFILES_FORCE_POLLING=true -- \
+  tasks-api serve --host 127.0.0.1 --port "$DEV_PORT" --reload
+DEV_READY_MS="$(wait_ready_ms "http://127.0.0.1:$DEV_PORT" "$DEV_START_NS" "$DEV_CONTAINER")" ||
+  die "the development container never became ready"
+log "dev container ready ${DEV_READY_MS} ms after start; changing api/app.py in the mount"
+printf '\n# changed by the container smoke to trigger a reload\n' >>"$DEV_SRC/api/app.py"
+reloaded=0
+for _ in $(seq 1 100); do
+  if podman logs "$DEV_CONTAINER" 2>&1 | grep -q 'detected changes'; then reloaded=1; break; fi
+  sleep 0.2
+done
+[ "$reloaded" = 1 ] || die "--reload did not notice the change in the bind-mounted source"
+wait_ready_ms "http://127.0.0.1:$DEV_PORT" "$(date +%s%N)" "$DEV_CONTAINER" >/dev/null ||
+  die "not ready again after the reload"
+log "reloaded on the change and ready again (FR-017)"
+podman stop --time 10 "$DEV_CONTAINER" >/dev/null 2> >(quiet_systemd)
 
 printf 'container-smoke: image %s size %s MB; build %s s; ready %s ms after start (< %s s)\n' \
   "$SMOKE_IMAGE" "$((IMAGE_BYTES / 1000000))" "$BUILD_SECONDS" "$READY_MS" "$READY_LIMIT_SECONDS"
