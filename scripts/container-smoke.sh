@@ -71,7 +71,7 @@ cleanup() {
       log "could not drop database $SMOKE_DB"
   fi
   if [ "$SMOKE_KEEP_IMAGE" = 0 ]; then
-    podman rmi --force "$SMOKE_IMAGE" >/dev/null 2>&1
+    podman rmi --force "$SMOKE_IMAGE" "$SMOKE_IMAGE-builder" >/dev/null 2>&1
   fi
   [ -n "$ROOTFS_DIR" ] && rm -rf "$ROOTFS_DIR" "$BASE_TARBALL.partial"
   rm -rf "$WORK_DIR"
@@ -187,22 +187,30 @@ EOF
   log "base image $BASE_IMAGE ready"
 }
 
-build_image() {
-  local started old_id new_id
-  started=$SECONDS
-  old_id="$(podman image inspect --format '{{.Id}}' "$SMOKE_IMAGE" 2>/dev/null || true)"
-  log "building $SMOKE_IMAGE (BASE_IMAGE=$BASE_IMAGE)"
+# Build one target of the Dockerfile under a tag; the image the tag named before (an earlier
+# run's) is removed, so that repeated runs leave no dangling images behind.
+build_tagged() {
+  local target=$1 tag=$2 old_id new_id
+  old_id="$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
   # --format docker keeps HEALTHCHECK (the OCI format has no such field).
-  if ! podman build --network host --format docker --pull=never \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$SMOKE_IMAGE" -f Dockerfile . \
-    >"$WORK_DIR/build.log" 2>&1; then
+  if ! podman build --network host --format docker --pull=never --target "$target" \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" -f Dockerfile . \
+    >>"$WORK_DIR/build.log" 2>&1; then
     tail -40 "$WORK_DIR/build.log" >&2
-    die "podman build failed"
+    die "podman build --target $target failed"
   fi
-  new_id="$(podman image inspect --format '{{.Id}}' "$SMOKE_IMAGE")"
+  new_id="$(podman image inspect --format '{{.Id}}' "$tag")"
   if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
     podman rmi "$old_id" >/dev/null 2>&1 || true
   fi
+}
+
+build_image() {
+  local started=$SECONDS
+  log "building $SMOKE_IMAGE (BASE_IMAGE=$BASE_IMAGE)"
+  # The builder stage gets a tag too: it is the layer cache of the next run.
+  build_tagged builder "$SMOKE_IMAGE-builder"
+  build_tagged runtime "$SMOKE_IMAGE"
   BUILD_SECONDS=$((SECONDS - started))
   IMAGE_BYTES="$(podman image inspect --format '{{.Size}}' "$SMOKE_IMAGE")"
   BASE_BYTES="$(podman image inspect --format '{{.Size}}' "$BASE_IMAGE")"
