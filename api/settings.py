@@ -136,8 +136,11 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = first["loc"][0] if first["loc"] else "settings"
-        raise ConfigError(f"invalid configuration: {str(loc).upper()}: {first['msg']}") from None
+        loc = str(first["loc"][0]).upper() if first["loc"] else "SETTINGS"
+        if loc in ("DATABASE_URL", "NEON_DB_URL"):
+            loc = "NEON_DB_URL/DATABASE_URL"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid configuration: {loc}: {message}") from None
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("invalid configuration: DB_POOL_MIN must not exceed DB_POOL_MAX")
     return settings

@@ -1,0 +1,167 @@
+"""The tasks-api command: token, migrate, misconfiguration, and the embedded development default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.support import ROOT, SECRET, create_database, drop_database, free_port, wait_http
+
+_CONFIG_VARS = (
+    "NEON_DB_URL",
+    "DATABASE_URL",
+    "BETTER_AUTH_SECRET",
+    "BETTER_AUTH_URL",
+    "BETTER_AUTH_JWKS_URL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+)
+
+
+def _env(tmp_path: Path, **values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CONFIG_VARS}
+    env.update({"TASKS_API_DATA_DIR": str(tmp_path / ".data"), "LOG_FORMAT": "json", **values})
+    return env
+
+
+def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # cwd is a scratch directory so that a developer's own .env is never read.
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=tmp_path,
+        env={**_env(tmp_path, **env), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_token_prints_an_hs256_token_that_verifies(tmp_path: Path) -> None:
+    result = _cli(
+        tmp_path,
+        "token",
+        "alice",
+        "--ttl",
+        "120",
+        "--name",
+        "Alice",
+        "--email",
+        "a@x.io",
+        BETTER_AUTH_SECRET=SECRET,
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["name"] == "Alice" and claims["email"] == "a@x.io"
+    assert 110 <= claims["exp"] - claims["iat"] <= 120
+
+
+@pytest.fixture
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    url = create_database(pg_server_url, prefix="tasks_cli")
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, url)
+
+
+def test_migrate_twice_is_a_no_op(tmp_path: Path, fresh_database: str) -> None:
+    first = _cli(tmp_path, "migrate", DATABASE_URL=fresh_database, BETTER_AUTH_SECRET=SECRET)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().splitlines()[-1] == "applied: 1"
+    second = _cli(tmp_path, "migrate", DATABASE_URL=fresh_database, BETTER_AUTH_SECRET=SECRET)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1] == "schema is up to date"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DATABASE_URL": "mysql://x@localhost/db", "BETTER_AUTH_SECRET": SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"}, "BETTER_AUTH_SECRET"),
+        (
+            {
+                "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+                "BETTER_AUTH_SECRET": SECRET,
+                "DB_PREPARED_STATEMENTS": "sometimes",
+            },
+            "DB_PREPARED_STATEMENTS",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+                "BETTER_AUTH_SECRET": SECRET,
+                "DB_POOL_MAX": "many",
+            },
+            "DB_POOL_MAX",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+                "BETTER_AUTH_SECRET": SECRET,
+                "LOG_FORMAT": "xml",
+            },
+            "LOG_FORMAT",
+        ),
+    ],
+    ids=["bad url", "missing secret", "prepared statements", "pool max", "log format"],
+)
+def test_misconfiguration_exits_2_with_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    result = _cli(tmp_path, "migrate", **env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
+def test_serve_without_a_database_url_starts_the_embedded_postgres(tmp_path: Path) -> None:
+    """The README's first command: no configuration at all, and the service answers /ready."""
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env={**_env(tmp_path), "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_http(base + "/ready", timeout=90, proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            log.flush()
+            tail = (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\n{tail}") from None
+        ready = httpx.get(base + "/ready", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        # The dev secret is kept beside the data, so `token` and `serve` agree.
+        assert (tmp_path / ".data" / "dev-secret").exists()
+        token = _cli(tmp_path, "token", "dev-user").stdout.strip()
+        created = httpx.post(
+            base + "/api/dev-user/tasks",
+            json={"title": "embedded"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    output = (tmp_path / "serve.log").read_text(errors="replace")
+    assert "embedded development PostgreSQL" in output and "development only" in output
