@@ -95,12 +95,14 @@ class Prometheus:
     def wait_value(
         self, expr: str, accept: Callable[[float], bool], *, timeout: float = 30.0
     ) -> float:
-        def probe() -> float | None:
+        def probe() -> tuple[float] | None:  # a tuple, so that an accepted 0.0 is truthy
             value = self.value(expr)
-            return value if value is not None and accept(value) else None
+            return (value,) if value is not None and accept(value) else None
 
-        result: float = wait_until(probe, timeout=timeout, interval=0.5, what=f"Prometheus {expr}")
-        return result
+        found: tuple[float] = wait_until(
+            probe, timeout=timeout, interval=0.5, what=f"Prometheus {expr}"
+        )
+        return found[0]
 
     def targets(self) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.base}/api/v1/targets", timeout=5.0)
