@@ -161,9 +161,13 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
-        except (jwt.DecodeError, json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        except (jwt.InvalidTokenError, json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            # InvalidTokenError, not only DecodeError: PyJWT raises it for a non-string `kid`.
             raise AuthError("malformed") from exc
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            # A list or object here is unhashable in the set lookups below: it was a 500.
+            raise AuthError("algorithm_not_allowed")
         key: Any
         if algorithm in HMAC_ALGORITHMS:
             # HMAC is only ever checked against the shared secret, never a public key.
