@@ -1,4 +1,4 @@
-"""Real Better Auth (server.mjs beside this file) as a process on loopback, and the API in process."""
+"""Real Better Auth (server.mjs beside this file) as a loopback process; the API in process."""
 
 from __future__ import annotations
 
@@ -137,7 +137,9 @@ def better_auth(alg: str = "EdDSA", **env: str) -> Iterator[BetterAuth]:
 
 
 @contextlib.asynccontextmanager
-async def api(database_url: str, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+async def api(
+    database_url: str, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     """The API in process, lifespan run (pool, JWKS warm-up), behind an httpx client."""
     from api.app import create_app
 

@@ -28,7 +28,7 @@ def b64(data: bytes) -> str:
 
 
 def forge(header: dict[str, Any], claims: dict[str, Any], key: bytes, digest: Any) -> str:
-    """An HMAC-signed JWT built by hand: PyJWT refuses to HMAC with a public key, an attacker doesn't."""
+    """An HMAC-signed JWT made by hand: PyJWT won't HMAC with a public key, an attacker will."""
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     signature = hmac.new(key, signing_input.encode(), digest).digest()
     return f"{signing_input}.{b64(signature)}"
@@ -36,15 +36,25 @@ def forge(header: dict[str, Any], claims: dict[str, Any], key: bytes, digest: An
 
 def claims_for(server: BetterAuth, sub: str) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": sub, "iat": now, "exp": now + 600, "iss": server.base_url, "aud": server.base_url}
+    return {
+        "sub": sub,
+        "iat": now,
+        "exp": now + 600,
+        "iss": server.base_url,
+        "aud": server.base_url,
+    }
 
 
 def public_key_encodings(jwk: dict[str, Any]) -> list[bytes]:
     """The public key as an attacker would feed it to HMAC: PEM, DER, raw, and the JWK itself."""
     key = jwt.PyJWK(jwk).key
     encodings = [
-        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
-        key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
         json.dumps(jwk).encode(),
     ]
     if jwk["kty"] == "OKP":
@@ -91,7 +101,11 @@ async def test_hs256_signed_with_the_public_key_is_401(
     forged = [
         forge({"alg": alg, "typ": "JWT", **kid}, claims, key, digest)
         for key in public_key_encodings(jwk)
-        for alg, digest in (("HS256", hashlib.sha256), ("HS384", hashlib.sha384), ("HS512", hashlib.sha512))
+        for alg, digest in (
+            ("HS256", hashlib.sha256),
+            ("HS384", hashlib.sha384),
+            ("HS512", hashlib.sha512),
+        )
         for kid in ({"kid": jwk["kid"]}, {})
     ]
     overrides: dict[str, Any] = {"better_auth_url": server.base_url}
@@ -104,7 +118,7 @@ async def test_hs256_signed_with_the_public_key_is_401(
             response = await client.get(path, headers=bearer(token))
             assert response.status_code == 401, response.text
         if with_secret:
-            # The same forgery with the real secret passes: the rejections above are the key's doing.
+            # The same forgery with the real secret passes: the key is what was refused above.
             genuine = forge({"alg": "HS256", "typ": "JWT"}, claims, SECRET.encode(), hashlib.sha256)
             assert (await client.get(path, headers=bearer(genuine))).status_code == 200
 
@@ -128,7 +142,9 @@ async def test_a_flood_of_unknown_kids_costs_a_bounded_number_of_jwks_fetches(
             started = time.monotonic()
             for _ in range(5):
                 tokens = [
-                    jwt.encode(claims, attacker, algorithm="EdDSA", headers={"kid": secrets.token_hex(8)})
+                    jwt.encode(
+                        claims, attacker, algorithm="EdDSA", headers={"kid": secrets.token_hex(8)}
+                    )
                     for _ in range(60)
                 ]
                 responses = await asyncio.gather(
@@ -145,7 +161,9 @@ async def test_a_flood_of_unknown_kids_costs_a_bounded_number_of_jwks_fetches(
             assert (await client.get(path, headers=bearer(real))).status_code == 200
 
 
-async def test_an_attackers_key_under_the_real_kid_is_401(eddsa_server: BetterAuth, database_url: str) -> None:
+async def test_an_attackers_key_under_the_real_kid_is_401(
+    eddsa_server: BetterAuth, database_url: str
+) -> None:
     user = eddsa_server.sign_up()
     kid = jwt.get_unverified_header(eddsa_server.token(user))["kid"]
     forged = jwt.encode(
@@ -195,7 +213,9 @@ async def test_wrong_issuer_or_audience_is_401_when_configured(
         assert (await client.get(path, headers=bearer(wrong_iss))).status_code == 200
 
 
-async def test_malformed_headers_are_401_never_500(eddsa_server: BetterAuth, database_url: str) -> None:
+async def test_malformed_headers_are_401_never_500(
+    eddsa_server: BetterAuth, database_url: str
+) -> None:
     user = eddsa_server.sign_up()
     _, payload_b64, signature = eddsa_server.token(user).split(".")
     async with api(database_url, better_auth_url=eddsa_server.base_url) as (client, _app):

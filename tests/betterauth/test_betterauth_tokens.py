@@ -1,4 +1,4 @@
-"""Tokens from real Better Auth (jwt plugin) against the API: every endpoint, 403, expiry, rotation."""
+"""Real Better Auth (jwt plugin) tokens against the API: every endpoint, 403, expiry, rotation."""
 
 from __future__ import annotations
 
@@ -149,9 +149,10 @@ async def test_an_expired_token_of_the_same_key_is_401(database_url: str) -> Non
         token = server.token(user)
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["exp"] - claims["iat"] == 2
-        async with api(
-            database_url, better_auth_url=server.base_url, jwt_leeway_seconds=0
-        ) as (client, _app):
+        async with api(database_url, better_auth_url=server.base_url, jwt_leeway_seconds=0) as (
+            client,
+            _app,
+        ):
             fresh = await client.get(f"/api/{user.id}/tasks", headers=bearer(token))
             assert fresh.status_code == 200, fresh.text
             await asyncio.sleep(max(0.0, claims["exp"] + 1.1 - time.time()))
@@ -161,7 +162,9 @@ async def test_an_expired_token_of_the_same_key_is_401(database_url: str) -> Non
             assert expired.headers["www-authenticate"] == "Bearer"
             # A new token from the same key (same kid) works again.
             renewed = server.token(user)
-            assert jwt.get_unverified_header(renewed)["kid"] == jwt.get_unverified_header(token)["kid"]
+            assert (
+                jwt.get_unverified_header(renewed)["kid"] == jwt.get_unverified_header(token)["kid"]
+            )
             ok = await client.get(f"/api/{user.id}/tasks", headers=bearer(renewed))
             assert ok.status_code == 200
 
@@ -172,7 +175,9 @@ async def test_a_token_better_auth_signed_already_expired_is_401(
     user = eddsa.sign_up()
     now = int(time.time())
     old = eddsa.sign({"sub": user.id, "iat": now - 3600, "exp": now - 600})
-    assert jwt.get_unverified_header(old)["kid"] == jwt.get_unverified_header(eddsa.token(user))["kid"]
+    assert (
+        jwt.get_unverified_header(old)["kid"] == jwt.get_unverified_header(eddsa.token(user))["kid"]
+    )
     async with api(database_url, better_auth_url=eddsa.base_url) as (client, _app):
         response = await client.get(f"/api/{user.id}/tasks", headers=bearer(old))
         assert response.status_code == 401 and response.json()["detail"] == "Token expired"
