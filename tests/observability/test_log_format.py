@@ -1,0 +1,81 @@
+"""The log stream's two formats, and the masking of anything that looks like a credential."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from observability.logging import REDACTED, redact_secrets
+from tests.support import ROOT, make_token
+
+PROGRAM = """
+import logging, sys
+import structlog
+from observability.logging import configure_logging
+configure_logging(level="INFO", fmt=sys.argv[1])
+structlog.contextvars.bind_contextvars(request_id="fmt-1")
+log = structlog.get_logger("tasks_api.test")
+log.info("task_created", task_id=7)
+logging.getLogger("psycopg.pool").warning("error connecting in %r: %s", "tasks-api", "refused")
+logging.getLogger("uvicorn.access").info("127.0.0.1 - GET / 200")  # off: never shown
+try:
+    raise ValueError("kaboom")
+except ValueError:
+    log.exception("unhandled_error")
+"""
+
+
+def run(fmt: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, fmt],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stderr == ""
+    return done.stdout
+
+
+def test_json_format_is_one_object_per_line_for_structlog_and_stdlib() -> None:
+    records = [json.loads(line) for line in run("json").splitlines()]
+    assert [r["event"] for r in records] == [
+        "task_created",
+        "error connecting in 'tasks-api': refused",
+        "unhandled_error",
+    ]
+    assert records[0]["task_id"] == 7 and records[0]["request_id"] == "fmt-1"
+    assert records[1]["logger"] == "psycopg.pool" and records[1]["level"] == "warning"
+    assert records[1]["request_id"] == "fmt-1"  # stdlib records get the request's context too
+    assert "ValueError: kaboom" in records[2]["exception"]
+    assert all({"timestamp", "level", "logger", "pid"} <= r.keys() for r in records)
+
+
+def test_console_format_is_readable_text() -> None:
+    out = run("console")
+    lines = out.splitlines()
+    assert any("task_created" in line and "task_id=7" in line for line in lines), out
+    assert any("error connecting in 'tasks-api'" in line for line in lines), out
+    assert "kaboom" in out and "127.0.0.1 - GET" not in out
+    assert not any(line.startswith("{") for line in lines)
+
+
+def test_credentials_are_masked_whatever_the_field() -> None:
+    token = make_token("user-1")
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": f"got Bearer {token} from client",
+            "url": "postgresql://app:s3cret@db.example/tasks",
+            "raw": f"header={token}",
+            "authorization": "Basic dXNlcjpwYXNz",
+            "task_id": 3,
+        },
+    )
+    text = json.dumps(event)
+    assert token not in text and "s3cret" not in text and "dXNlcjpwYXNz" not in text
+    assert event["url"] == f"postgresql://app:{REDACTED}@db.example/tasks"
+    assert event["authorization"] == REDACTED and event["task_id"] == 3
