@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
 
 def connection_kwargs(
@@ -30,6 +31,15 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
     dead connection and ran out of DB_POOL_TIMEOUT. Dead connections are discarded back to
     back instead; waiting for a new one still honours the request's deadline.
     """
+
+    # Reconnection backs off 1 s, 2 s, 4 s… without a ceiling: after a one-minute outage
+    # the next attempt could be a minute away. Attempts keep their backoff, capped here.
+    MAX_RECONNECT_DELAY = 2.0
+
+    async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
+        if isinstance(task, AddConnection):
+            delay = min(delay, self.MAX_RECONNECT_DELAY)
+        await super().schedule_task(task, delay)
 
     async def _getconn_with_check_loop(self, deadline: float) -> AsyncConnection[Any]:
         while True:
