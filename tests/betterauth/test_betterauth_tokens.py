@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 
 import httpx
@@ -11,7 +13,15 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from tests.betterauth.harness import BetterAuth, api, bearer, better_auth
+from tests.betterauth.harness import (
+    HERE,
+    BetterAuth,
+    api,
+    bearer,
+    better_auth,
+    require_node_harness,
+)
+from tests.support import SECRET
 
 
 async def wait_for_warm_fetch(app: FastAPI, timeout: float = 5.0) -> None:
@@ -211,3 +221,26 @@ async def test_key_rotation_is_picked_up_without_restart(database_url: str) -> N
             assert (await client.get(path, headers=bearer(old_token))).status_code == 200
             assert (await client.get(path, headers=bearer(new_token))).status_code == 200
             assert app.state.verifier.jwks.fetches == fetches + 1
+
+
+async def test_an_hs256_token_signed_by_jose_as_a_nextjs_route_would(
+    eddsa: BetterAuth, database_url: str
+) -> None:
+    """Way 2 of the README: `jose` signs HS256 with BETTER_AUTH_SECRET, beside the JWKS way."""
+    user = eddsa.sign_up()
+    signed = subprocess.run(
+        [require_node_harness(), "sign-hs256.mjs", user.id, user.name, user.email],
+        cwd=HERE,
+        env={**os.environ, "BETTER_AUTH_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    token = signed.stdout.strip()
+    assert jwt.get_unverified_header(token) == {"alg": "HS256"}
+    # Both ways configured at once, as the README suggests is safe.
+    async with api(database_url, better_auth_url=eddsa.base_url) as (client, _app):
+        await exercise_every_endpoint(client, user.id, token)
+        jwks_token = await client.get(f"/api/{user.id}/tasks", headers=bearer(eddsa.token(user)))
+        assert jwks_token.status_code == 200 and len(jwks_token.json()) == 1
