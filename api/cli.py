@@ -142,6 +142,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=int(args.graceful_timeout),
         timeout_keep_alive=5,
+        # uvicorn kills a worker that does not answer its supervisor within this; the default
+        # (5 s) is shorter than a spawned worker's imports on a busy host: a restart loop.
+        timeout_worker_healthcheck=30,
     )
 
 
