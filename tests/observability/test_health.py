@@ -13,11 +13,32 @@ from tests.observability.helpers import access_lines, read_json_log, service_env
 from tests.support import make_token, new_user_id, require, running_service
 
 
-def test_ready_is_503_with_a_reason_when_the_schema_is_not_current(own_database: str) -> None:
-    with running_service(service_env(own_database)) as (base, _):
+def test_a_broken_schema_is_a_logged_500_and_ready_says_why(
+    own_database: str, tmp_path: Path
+) -> None:
+    """Break the running service's database: unexpected errors are logged with the request id
+    and the exception while the client sees the contract's message; /ready names the cause."""
+    log_path = tmp_path / "service.log"
+    user = new_user_id()
+    bearer = {"Authorization": f"Bearer {make_token(user)}"}
+    with running_service(service_env(own_database), log_path=log_path) as (base, _):
         ready = httpx.get(f"{base}/ready", timeout=10.0)
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "schema_version": 1}
+
+        with psycopg.connect(own_database, autocommit=True) as conn:
+            conn.execute("DROP TABLE tasks")  # a fault no handler knows: unexpected error
+        response = httpx.post(
+            f"{base}/api/{user}/tasks",
+            json={"title": "doomed"},
+            headers={**bearer, "X-Request-ID": "log-boom"},
+            timeout=10.0,
+        )
+        assert response.status_code == 500
+        assert response.json() == {"status_code": 500, "detail": "Internal server error"}
+        assert response.headers["x-request-id"] == "log-boom"
+        assert "tasks" not in response.text and "Undefined" not in response.text
+
         with psycopg.connect(own_database, autocommit=True) as conn:
             conn.execute("DELETE FROM schema_migrations")
         behind = httpx.get(f"{base}/ready", timeout=10.0)
@@ -29,6 +50,15 @@ def test_ready_is_503_with_a_reason_when_the_schema_is_not_current(own_database:
         assert never.status_code == 503, never.text
         assert never.json()["detail"] == "Schema version 0, expected 1"
         assert httpx.get(f"{base}/health", timeout=5.0).json() == {"status": "ok"}
+
+    records = read_json_log(log_path)
+    errors = [r for r in records if r.get("level") == "error" and r.get("request_id") == "log-boom"]
+    assert len(errors) == 1, errors
+    assert errors[0]["event"] == "unhandled_error"
+    assert "UndefinedTable" in errors[0]["exception"] and "Traceback" in errors[0]["exception"]
+    [access] = [r for r in access_lines(records) if r["request_id"] == "log-boom"]
+    assert access["status"] == 500 and access["user_id"] == user
+    assert access["route"] == "/api/{user_id}/tasks"
 
 
 def test_health_stays_up_and_ready_says_why_when_the_database_server_dies(tmp_path: Path) -> None:

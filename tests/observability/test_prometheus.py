@@ -169,7 +169,9 @@ def test_under_two_workers_prometheus_counts_every_request_once(
         assert prometheus.value(f"tasks_db_pool_size{{{JOB}}}") >= 2  # type: ignore[operator]
 
     # The requests really were served by both workers, and `serve` removed its directory.
-    ours = [r for r in access_lines(read_json_log(log_path)) if r.get("user_id") == user]
+    records = read_json_log(log_path)
+    assert not [r for r in records if "died" in str(r["event"])], "a worker was restarted"
+    ours = [r for r in access_lines(records) if r.get("user_id") == user]
     assert len(ours) == sent
     assert len({r["pid"] for r in ours}) == 2
     assert not directory.exists()
