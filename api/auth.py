@@ -75,7 +75,9 @@ class JWKSCache:
 
     An unknown `kid` triggers a refetch, at most once per `min_refresh` seconds, so a flood of
     tokens with random `kid`s costs at most one fetch per interval. A failed fetch keeps the
-    keys it had and is logged; the tokens that need a missing key get 401.
+    keys it had and is logged; the tokens that need a missing key get 401. Keys older than
+    `max_age` are re-read in the background (the request is not held up), so that a key
+    removed from the JWKS (revoked) stops verifying without a restart.
     """
 
     def __init__(
@@ -84,10 +86,14 @@ class JWKSCache:
         *,
         min_refresh: float = 5.0,
         timeout: float = 3.0,
+        max_age: float = 300.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url
         self._min_refresh = min_refresh
+        self.max_age = max_age
+        self._fetched_at = float("-inf")
+        self._background: asyncio.Task[None] | None = None
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._keys: dict[str, dict[str, Any]] = {}
         self._parsed: dict[tuple[str, str], jwt.PyJWK] = {}
@@ -96,6 +102,8 @@ class JWKSCache:
         self.fetches = 0
 
     async def aclose(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
         await self._client.aclose()
 
     async def refresh(self, *, force: bool = False) -> None:
@@ -114,10 +122,11 @@ class JWKSCache:
                     for k in document["keys"]
                     if isinstance(k, dict) and "kid" in k and k.get("use", "sig") == "sig"
                 }
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError) as exc:
                 log.warning("jwks_fetch_failed", url=self.url, error=f"{type(exc).__name__}: {exc}")
                 return
             self._keys = keys
+            self._fetched_at = now
             self._parsed = {}
             log.info("jwks_fetched", url=self.url, kids=sorted(keys))
 
@@ -126,6 +135,10 @@ class JWKSCache:
             raise AuthError("missing_kid")
         if kid not in self._keys:
             await self.refresh()
+        elif time.monotonic() - self._fetched_at > self.max_age and (
+            self._background is None or self._background.done()
+        ):
+            self._background = asyncio.create_task(self.refresh())
         jwk = self._keys.get(kid)
         if jwk is None:
             raise AuthError("unknown_kid")
