@@ -80,6 +80,9 @@ class BetterAuth:
     def rotate(self) -> None:
         httpx.post(self.base_url + "/__harness/rotate", timeout=10).raise_for_status()
 
+    def revoke(self) -> None:
+        httpx.post(self.base_url + "/__harness/revoke", timeout=10).raise_for_status()
+
     def sign(self, payload: dict[str, Any]) -> str:
         """Better Auth's own signJWT with its current key (for claims a session never gets)."""
         response = httpx.post(

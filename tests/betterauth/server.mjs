@@ -8,6 +8,7 @@
 //   GET  /__harness/stats   {"jwks_requests": n, "kids": [...]}  (counts GETs of /api/auth/jwks)
 //   POST /__harness/rotate  expire the signing keys, as rotationInterval would; the next token is
 //                           signed by a new key (new kid), the old key stays published
+//   POST /__harness/revoke  delete the keys: unpublished at once; the next token gets a new key
 //   POST /__harness/sign    body {"payload": {...}}: Better Auth's own signJWT (same key), e.g. to
 //                           make an already-expired token
 import http from "node:http";
@@ -72,6 +73,11 @@ async function harness(req, res, path) {
     const now = new Date(Date.now() - 1000);
     for (const key of db.jwks) key.expiresAt = now;
     return sendJson(res, 200, { expired: db.jwks.map((k) => k.id) });
+  }
+  if (req.method === "POST" && path === "/__harness/revoke") {
+    // A compromised key is deleted outright: no longer published, no grace period.
+    const revoked = db.jwks.splice(0, db.jwks.length).map((k) => k.id);
+    return sendJson(res, 200, { revoked });
   }
   if (req.method === "POST" && path === "/__harness/sign") {
     const body = await readJson(req);

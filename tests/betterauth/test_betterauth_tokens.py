@@ -244,3 +244,34 @@ async def test_an_hs256_token_signed_by_jose_as_a_nextjs_route_would(
         await exercise_every_endpoint(client, user.id, token)
         jwks_token = await client.get(f"/api/{user.id}/tasks", headers=bearer(eddsa.token(user)))
         assert jwks_token.status_code == 200 and len(jwks_token.json()) == 1
+
+
+async def test_a_key_removed_from_the_jwks_stops_verifying_without_restart(
+    database_url: str,
+) -> None:
+    with better_auth("EdDSA") as server:
+        user = server.sign_up()
+        old_token = server.token(user)
+        async with api(
+            database_url, better_auth_url=server.base_url, jwks_min_refresh_seconds=0.2
+        ) as (client, app):
+            await wait_for_warm_fetch(app)
+            jwks = app.state.verifier.jwks
+            jwks.max_age = 0.5  # no setting for it: 5 minutes in production
+            path = f"/api/{user.id}/tasks"
+            assert (await client.get(path, headers=bearer(old_token))).status_code == 200
+
+            server.revoke()
+            new_token = server.token(user)
+            await asyncio.sleep(0.6)
+            # The cache is stale: this request is still served from it (never held up by a
+            # fetch) and starts a re-read in the background.
+            fetches = jwks.fetches
+            assert (await client.get(path, headers=bearer(old_token))).status_code == 200
+            deadline = time.monotonic() + 5
+            while jwks.fetches == fetches or jwks._lock.locked():
+                assert time.monotonic() < deadline, "no background JWKS refresh"
+                await asyncio.sleep(0.02)
+            revoked = await client.get(path, headers=bearer(old_token))
+            assert revoked.status_code == 401, revoked.text
+            assert (await client.get(path, headers=bearer(new_token))).status_code == 200
