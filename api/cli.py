@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import secrets
 import signal
@@ -66,6 +67,12 @@ def resolve_settings(*, start_embedded: bool = True) -> Settings:
         raise  # unreachable; for the type checker
     updates: dict[str, Any] = {}
     if settings.database_url is None:
+        if start_embedded and importlib.util.find_spec("pgserver") is None:
+            # A container image leaves the embedded database out: say what is missing.
+            _fail(
+                "invalid configuration: NEON_DB_URL/DATABASE_URL is required (the embedded "
+                "development database, pgserver, is not installed here)"
+            )
         if settings.better_auth_secret is None:
             from pydantic import SecretStr
 
