@@ -29,10 +29,11 @@ WORKDIR /app
 ARG UV_SYNC_EXCLUDE="--no-install-package pgserver --no-install-package psutil --no-install-package fasteners --no-install-package platformdirs"
 
 # Dependencies first, so that a code change does not reinstall them.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 # hadolint ignore=SC2086
 RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project ${UV_SYNC_EXCLUDE}
 
+COPY README.md ./
 COPY api ./api
 COPY repositories ./repositories
 COPY observability ./observability

@@ -7,8 +7,8 @@
 #   bash scripts/container-smoke.sh
 #
 # Environment (all optional):
-#   SMOKE_ADMIN_URL   a PostgreSQL URL that may CREATE/DROP DATABASE
-#                     (default postgresql://postgres@127.0.0.1:5432/postgres)
+#   SMOKE_ADMIN_URL   a PostgreSQL URL that may CREATE/DROP DATABASE (default: the server of
+#                     TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1:5432/postgres)
 #   BASE_CACHE_DIR    where the base tarball is kept (default /var/cache/tasks-api-base)
 #   SMOKE_IMAGE       tag of the built image (default localhost/tasks-api:smoke)
 #   SMOKE_KEEP_IMAGE  1 keeps the built image (the default); 0 removes it at the end
@@ -17,6 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# CI's TEST_DATABASE_URL names the server; the admin connection goes to its `postgres` database.
+if [ -z "${SMOKE_ADMIN_URL:-}" ] && [ -n "${TEST_DATABASE_URL:-}" ]; then
+  SMOKE_ADMIN_URL="${TEST_DATABASE_URL%/*}/postgres"
+fi
 SMOKE_ADMIN_URL="${SMOKE_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 BASE_CACHE_DIR="${BASE_CACHE_DIR:-/var/cache/tasks-api-base}"
 SMOKE_IMAGE="${SMOKE_IMAGE:-localhost/tasks-api:smoke}"
@@ -242,6 +246,22 @@ podman image inspect --format '{{json .Config.Healthcheck}}' "$SMOKE_IMAGE" | gr
   die "no CMD-SHELL HEALTHCHECK in the image"
 podman image inspect --format '{{json .Config.Cmd}}' "$SMOKE_IMAGE" |
   grep -q '"serve","--host","0.0.0.0","--port","8000"' || die "unexpected CMD"
+
+# Without a database URL the image (which has no embedded database) must refuse to start with
+# one line naming the variable, exit status 2.
+NOURL_CONTAINER="$CONTAINER-nourl"
+STARTED_CONTAINERS+=("$NOURL_CONTAINER")
+set +e
+nourl_err="$(podman run --name "$NOURL_CONTAINER" --network host -e BETTER_AUTH_SECRET=x \
+  "$SMOKE_IMAGE" tasks-api migrate 2>&1 >/dev/null | grep -v 'systemd connection')"
+
+nourl_status="$(podman inspect --format '{{.State.ExitCode}}' "$NOURL_CONTAINER")"
+set -e
+podman rm --force "$NOURL_CONTAINER" >/dev/null 2> >(quiet_systemd)
+[ "$nourl_status" = 2 ] && [ "$(printf '%s\n' "$nourl_err" | wc -l)" = 1 ] &&
+  printf '%s' "$nourl_err" | grep -q 'DATABASE_URL' ||
+  die "without DATABASE_URL: expected exit 2 and one line naming it, got $nourl_status: $nourl_err"
+log "without DATABASE_URL: exit 2, '$nourl_err'"
 
 pg_isready_py='import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()'
 python3 -c "$pg_isready_py" "$SMOKE_ADMIN_URL" || die "PostgreSQL not reachable at $SMOKE_ADMIN_URL"
