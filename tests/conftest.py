@@ -43,6 +43,16 @@ def database_url(pg_server_url: str) -> Iterator[str]:
         drop_database(pg_server_url, url)
 
 
+@pytest.fixture
+def empty_database(pg_server_url: str) -> Iterator[str]:
+    """An unmigrated database for one test alone, which it may break; dropped after."""
+    url = create_database(pg_server_url, prefix="tasks_own")
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, url)
+
+
 def make_settings(database_url: str, **overrides: Any) -> Any:
     from api.settings import Settings
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from tests.support import ROOT, SECRET, create_database, drop_database, free_port, wait_http
+from tests.support import ROOT, SECRET, free_port, stop_process, wait_http
 
 _CONFIG_VARS = (
     "NEON_DB_URL",
@@ -64,20 +63,11 @@ def test_token_prints_an_hs256_token_that_verifies(tmp_path: Path) -> None:
     assert 110 <= claims["exp"] - claims["iat"] <= 120
 
 
-@pytest.fixture
-def fresh_database(pg_server_url: str) -> Iterator[str]:
-    url = create_database(pg_server_url, prefix="tasks_cli")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server_url, url)
-
-
-def test_migrate_twice_is_a_no_op(tmp_path: Path, fresh_database: str) -> None:
-    first = _cli(tmp_path, "migrate", DATABASE_URL=fresh_database, BETTER_AUTH_SECRET=SECRET)
+def test_migrate_twice_is_a_no_op(tmp_path: Path, empty_database: str) -> None:
+    first = _cli(tmp_path, "migrate", DATABASE_URL=empty_database, BETTER_AUTH_SECRET=SECRET)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines()[-1] == "applied: 1"
-    second = _cli(tmp_path, "migrate", DATABASE_URL=fresh_database, BETTER_AUTH_SECRET=SECRET)
+    second = _cli(tmp_path, "migrate", DATABASE_URL=empty_database, BETTER_AUTH_SECRET=SECRET)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip().splitlines()[-1] == "schema is up to date"
 
@@ -156,12 +146,7 @@ def test_serve_without_a_database_url_starts_the_embedded_postgres(tmp_path: Pat
         )
         assert created.status_code == 201, created.text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
     output = (tmp_path / "serve.log").read_text(errors="replace")
     assert "embedded development PostgreSQL" in output and "development only" in output

@@ -20,15 +20,6 @@ from repositories.queries import LIST_STATEMENTS, Q, parse_sql
 from tests.support import create_database, drop_database
 
 
-@pytest.fixture
-def empty_database(pg_server_url: str) -> Iterator[str]:
-    url = create_database(pg_server_url, prefix="tasks_schema")
-    try:
-        yield url
-    finally:
-        drop_database(pg_server_url, url)
-
-
 async def test_migrate_applies_everything_once_then_is_a_no_op(empty_database: str) -> None:
     first = await migrate(empty_database)
     assert first == [m.version for m in discover()]
