@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def public_key_encodings(jwk: dict[str, Any]) -> list[bytes]:
 
 
 @pytest.fixture(scope="module", params=["EdDSA", "RS256"])
-def server(request: pytest.FixtureRequest) -> object:
+def server(request: pytest.FixtureRequest) -> Iterator[BetterAuth]:
     with better_auth(request.param) as s:
         yield s
 
@@ -162,31 +163,25 @@ async def test_a_flood_of_unknown_kids_costs_a_bounded_number_of_jwks_fetches(
 
 
 async def test_an_attackers_key_under_the_real_kid_is_401(
-    eddsa_server: BetterAuth, database_url: str
+    eddsa: BetterAuth, database_url: str
 ) -> None:
-    user = eddsa_server.sign_up()
-    kid = jwt.get_unverified_header(eddsa_server.token(user))["kid"]
+    user = eddsa.sign_up()
+    kid = jwt.get_unverified_header(eddsa.token(user))["kid"]
     forged = jwt.encode(
-        claims_for(eddsa_server, user.id),
+        claims_for(eddsa, user.id),
         Ed25519PrivateKey.generate(),
         algorithm="EdDSA",
         headers={"kid": kid},
     )
-    async with api(database_url, better_auth_url=eddsa_server.base_url) as (client, _app):
+    async with api(database_url, better_auth_url=eddsa.base_url) as (client, _app):
         response = await client.get(f"/api/{user.id}/tasks", headers=bearer(forged))
         assert response.status_code == 401
 
 
-@pytest.fixture(scope="module")
-def eddsa_server() -> object:
-    with better_auth("EdDSA") as s:
-        yield s
-
-
 async def test_wrong_issuer_or_audience_is_401_when_configured(
-    eddsa_server: BetterAuth, database_url: str
+    eddsa: BetterAuth, database_url: str
 ) -> None:
-    server = eddsa_server
+    server = eddsa
     user = server.sign_up()
     real = server.token(user)
     now = int(time.time())
@@ -213,12 +208,10 @@ async def test_wrong_issuer_or_audience_is_401_when_configured(
         assert (await client.get(path, headers=bearer(wrong_iss))).status_code == 200
 
 
-async def test_malformed_headers_are_401_never_500(
-    eddsa_server: BetterAuth, database_url: str
-) -> None:
-    user = eddsa_server.sign_up()
-    _, payload_b64, signature = eddsa_server.token(user).split(".")
-    async with api(database_url, better_auth_url=eddsa_server.base_url) as (client, _app):
+async def test_malformed_headers_are_401_never_500(eddsa: BetterAuth, database_url: str) -> None:
+    user = eddsa.sign_up()
+    _, payload_b64, signature = eddsa.token(user).split(".")
+    async with api(database_url, better_auth_url=eddsa.base_url) as (client, _app):
         for header in (
             {"alg": ["EdDSA"]},
             {"alg": {"EdDSA": 1}},
@@ -234,11 +227,11 @@ async def test_malformed_headers_are_401_never_500(
 
 
 def test_jwks_unreachable_is_401_the_service_stays_up_and_logs_why(
-    eddsa_server: BetterAuth, database_url: str, tmp_path: Path
+    eddsa: BetterAuth, database_url: str, tmp_path: Path
 ) -> None:
     """A real server whose JWKS URL answers nothing: Better Auth tokens get 401, HS256 works."""
-    user = eddsa_server.sign_up()
-    real = eddsa_server.token(user)
+    user = eddsa.sign_up()
+    real = eddsa.token(user)
     dead_jwks = f"http://127.0.0.1:{free_port()}/api/auth/jwks"  # nothing listens there
     log = tmp_path / "api.log"
     env = {

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 import httpx
 import jwt
@@ -81,7 +82,7 @@ async def exercise_every_endpoint(client: httpx.AsyncClient, user_id: str, token
 
 
 @pytest.fixture(scope="module", params=["EdDSA", "ES256", "RS256", "ES512", "PS256"])
-def better_auth_any_alg(request: pytest.FixtureRequest) -> object:
+def better_auth_any_alg(request: pytest.FixtureRequest) -> Iterator[BetterAuth]:
     with better_auth(request.param) as server:
         yield server
 
@@ -117,12 +118,6 @@ async def test_every_endpoint_with_a_real_better_auth_token(
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT name, email FROM users WHERE id = %s", (user.id,)).fetchone()
     assert row == ("Grace Hopper", user.email)
-
-
-@pytest.fixture(scope="module")
-def eddsa() -> object:
-    with better_auth("EdDSA") as server:
-        yield server
 
 
 async def test_a_token_for_another_users_path_is_403(eddsa: BetterAuth, database_url: str) -> None:
