@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Final
 
 from fastapi import FastAPI
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from prometheus_client import Counter, Histogram
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.metrics import Info
 
 # Probes and scrapes would drown the traffic that matters; anchored so no route is caught by
 # accident.
@@ -14,6 +16,25 @@ EXCLUDED_HANDLERS: Final = ["^/metrics$", "^/health$", "^/ready$"]
 LATENCY_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+LABELS: Final = ("handler", "method", "status")
+
+# Defined once per process, so that every app built in it (tests build several) records into
+# the same series; the instrumentator's own metric factories would silently skip all but one.
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route template, method and status.", LABELS
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency in seconds by route template, method and status.",
+    LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def _record(info: Info) -> None:
+    labels = (info.modified_handler, info.method, info.modified_status)
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_DURATION.labels(*labels).observe(info.modified_duration)
 
 
 def instrument_app(app: FastAPI) -> None:
@@ -31,6 +52,5 @@ def instrument_app(app: FastAPI) -> None:
         should_group_untemplated=True,
         excluded_handlers=EXCLUDED_HANDLERS,
     )
-    instrumentator.add(metrics.requests())
-    instrumentator.add(metrics.latency(buckets=LATENCY_BUCKETS))
+    instrumentator.add(_record)
     instrumentator.instrument(app).expose(app, include_in_schema=False, should_gzip=False)

@@ -171,7 +171,9 @@ async def test_the_reporter_refreshes_the_gauges_until_cancelled(database_url: s
 async def test_pool_gauges_are_exposed_by_the_service(client: httpx.AsyncClient) -> None:
     await asyncio.sleep(1.2)  # the service's reporter refreshes every second
     samples = await scrape(client)
-    assert get(samples, "tasks_db_pool_max") == 10  # tests.conftest.make_settings
+    # Other suites may run apps with other pool sizes in this process: presence, not values
+    # (the Prometheus suite checks the values on a service of its own).
+    assert get(samples, "tasks_db_pool_max") >= 1
     assert get(samples, "tasks_db_pool_size") >= 1
     assert ("tasks_db_pool_idle", frozenset()) in samples
     assert ("tasks_db_pool_waiting", frozenset()) in samples

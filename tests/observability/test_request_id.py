@@ -123,8 +123,14 @@ async def failing_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def test_an_unexpected_error_is_a_500_envelope_with_the_id(
     failing_client: httpx.AsyncClient,
 ) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"handler": "/boom", "method": "GET", "status": "500"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
     response = await failing_client.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
+    # Counted as a 500 too, by this second app of the process.
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 1
     assert response.json() == {"status_code": 500, "detail": "Internal server error"}
     assert response.headers["x-request-id"] == "boom-1"
     assert "internal detail" not in response.text and "RuntimeError" not in response.text
