@@ -96,8 +96,9 @@ ensure_tools() {
     log "installing ${missing[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" debian-archive-keyring \
-      ca-certificates >/dev/null
+    # With their recommends (a network stack, buildah, catatonit), as on the machine this was
+    # made on.
+    apt-get install -y -qq "${missing[@]}" debian-archive-keyring ca-certificates >/dev/null
   fi
   export PATH="$PATH:/usr/sbin:/sbin"
 }
