@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import SECRET, free_port, require, wait_http
+from tests.support import SECRET, free_port, require, stop_process, wait_http
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -151,12 +151,6 @@ def running_prometheus(targets: list[str], *, job: str = "tasks-api") -> Iterato
         wait_http(f"{base}/-/ready", timeout=30.0, proc=proc)
         yield Prometheus(base)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=15)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)

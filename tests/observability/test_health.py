@@ -14,19 +14,19 @@ from tests.support import make_token, new_user_id, require, running_service
 
 
 def test_a_broken_schema_is_a_logged_500_and_ready_says_why(
-    own_database: str, tmp_path: Path
+    empty_database: str, tmp_path: Path
 ) -> None:
     """Break the running service's database: unexpected errors are logged with the request id
     and the exception while the client sees the contract's message; /ready names the cause."""
     log_path = tmp_path / "service.log"
     user = new_user_id()
     bearer = {"Authorization": f"Bearer {make_token(user)}"}
-    with running_service(service_env(own_database), log_path=log_path) as (base, _):
+    with running_service(service_env(empty_database), log_path=log_path) as (base, _):
         ready = httpx.get(f"{base}/ready", timeout=10.0)
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "schema_version": 1}
 
-        with psycopg.connect(own_database, autocommit=True) as conn:
+        with psycopg.connect(empty_database, autocommit=True) as conn:
             conn.execute("DROP TABLE tasks")  # a fault no handler knows: unexpected error
         response = httpx.post(
             f"{base}/api/{user}/tasks",
@@ -39,12 +39,12 @@ def test_a_broken_schema_is_a_logged_500_and_ready_says_why(
         assert response.headers["x-request-id"] == "log-boom"
         assert "tasks" not in response.text and "Undefined" not in response.text
 
-        with psycopg.connect(own_database, autocommit=True) as conn:
+        with psycopg.connect(empty_database, autocommit=True) as conn:
             conn.execute("DELETE FROM schema_migrations")
         behind = httpx.get(f"{base}/ready", timeout=10.0)
         assert behind.status_code == 503
         assert behind.json() == {"status_code": 503, "detail": "Schema version 0, expected 1"}
-        with psycopg.connect(own_database, autocommit=True) as conn:
+        with psycopg.connect(empty_database, autocommit=True) as conn:
             conn.execute("DROP TABLE schema_migrations")
         never = httpx.get(f"{base}/ready", timeout=10.0)
         assert never.status_code == 503, never.text
