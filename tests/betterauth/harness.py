@@ -80,6 +80,10 @@ class BetterAuth:
     def rotate(self) -> None:
         httpx.post(self.base_url + "/__harness/rotate", timeout=10).raise_for_status()
 
+    def delay_jwks(self, ms: int) -> None:
+        url = self.base_url + "/__harness/jwks-delay"
+        httpx.post(url, json={"ms": ms}, timeout=10).raise_for_status()
+
     def revoke(self) -> None:
         httpx.post(self.base_url + "/__harness/revoke", timeout=10).raise_for_status()
 

@@ -8,6 +8,7 @@
 //   GET  /__harness/stats   {"jwks_requests": n, "kids": [...]}  (counts GETs of /api/auth/jwks)
 //   POST /__harness/rotate  expire the signing keys, as rotationInterval would; the next token is
 //                           signed by a new key (new kid), the old key stays published
+//   POST /__harness/jwks-delay  body {"ms": n}: answer the JWKS n ms late (a slow auth server)
 //   POST /__harness/revoke  delete the keys: unpublished at once; the next token gets a new key
 //   POST /__harness/sign    body {"payload": {...}}: Better Auth's own signJWT (same key), e.g. to
 //                           make an already-expired token
@@ -49,6 +50,7 @@ const auth = betterAuth({
 
 const betterAuthHandler = toNodeHandler(auth);
 let jwksRequests = 0;
+let jwksDelayMs = 0;
 
 function sendJson(res, status, body) {
   const data = JSON.stringify(body);
@@ -74,6 +76,10 @@ async function harness(req, res, path) {
     for (const key of db.jwks) key.expiresAt = now;
     return sendJson(res, 200, { expired: db.jwks.map((k) => k.id) });
   }
+  if (req.method === "POST" && path === "/__harness/jwks-delay") {
+    jwksDelayMs = Number((await readJson(req)).ms ?? 0);
+    return sendJson(res, 200, { ms: jwksDelayMs });
+  }
   if (req.method === "POST" && path === "/__harness/revoke") {
     // A compromised key is deleted outright: no longer published, no grace period.
     const revoked = db.jwks.splice(0, db.jwks.length).map((k) => k.id);
@@ -96,7 +102,13 @@ const server = http.createServer((req, res) => {
     });
     return;
   }
-  if (path === "/api/auth/jwks" && req.method === "GET") jwksRequests += 1;
+  if (path === "/api/auth/jwks" && req.method === "GET") {
+    jwksRequests += 1;
+    if (jwksDelayMs > 0) {
+      setTimeout(() => betterAuthHandler(req, res), jwksDelayMs);
+      return;
+    }
+  }
   betterAuthHandler(req, res);
 });
 

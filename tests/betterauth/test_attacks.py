@@ -256,3 +256,36 @@ def test_jwks_unreachable_is_401_the_service_stays_up_and_logs_why(
     failures = [e for e in events if e.get("event") == "jwks_fetch_failed"]
     assert failures, log.read_text()[-3000:]
     assert all(e["url"] == dead_jwks and "Connect" in e["error"] for e in failures)
+
+
+async def test_a_slow_jwks_fetch_never_blocks_other_requests(database_url: str) -> None:
+    """While a fetch hangs on a slow JWKS, tokens that need no fetch are answered at once."""
+    with better_auth("EdDSA") as server:
+        user = server.sign_up()
+        real = server.token(user)
+        async with api(
+            database_url, better_auth_url=server.base_url, jwks_min_refresh_seconds=0.0
+        ) as (client, app):
+            await wait_for_warm_fetch(app)
+            path = f"/api/{user.id}/tasks"
+            server.delay_jwks(2000)
+            unknown = jwt.encode(
+                claims_for(server, user.id),
+                Ed25519PrivateKey.generate(),
+                algorithm="EdDSA",
+                headers={"kid": "not-yet-published"},
+            )
+            started = time.monotonic()
+            waiting = asyncio.create_task(client.get(path, headers=bearer(unknown)))
+            while not app.state.verifier.jwks._lock.locked():  # the fetch is in flight
+                assert time.monotonic() - started < 5, "no fetch seen in flight: a blocking fetch?"
+                await asyncio.sleep(0.01)
+            quick = time.monotonic()
+            hs256 = await client.get(path, headers=bearer(make_token(user.id)))
+            known = await client.get(path, headers=bearer(real))
+            quick = time.monotonic() - quick
+            assert hs256.status_code == 200 and known.status_code == 200
+            assert not waiting.done(), "the slow fetch should still be in flight"
+            assert quick < 1.5, f"requests waited {quick:.2f}s behind the JWKS fetch"
+            assert (await waiting).status_code == 401
+            assert time.monotonic() - started >= 1.9
