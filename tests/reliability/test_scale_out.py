@@ -103,18 +103,17 @@ def _check_consistency(bases: list[str]) -> None:
             assert a.get(f"{path}/{first}", headers=h).json() == put
 
             # Concurrent toggles through both instances: none is lost (even count -> back).
-            second = ids[1]
+            toggle = f"{path}/{ids[1]}/complete"
             clients = [a, b] * 6
             with ThreadPoolExecutor(6) as pool:
                 codes = list(
                     pool.map(
-                        lambda c: c.patch(f"{path}/{second}/complete", headers=h).status_code,
-                        clients,
+                        lambda c, url=toggle, h=h: c.patch(url, headers=h).status_code, clients
                     )
                 )
             assert codes == [200] * len(clients)
-            assert a.get(f"{path}/{second}", headers=h).json()["completed"] is False
-            assert b.get(f"{path}/{second}", headers=h).json()["completed"] is False
+            assert a.get(f"{path}/{ids[1]}", headers=h).json()["completed"] is False
+            assert b.get(f"{path}/{ids[1]}", headers=h).json()["completed"] is False
 
             assert b.delete(f"{path}/{ids[2]}", headers=h).status_code == 204
             assert a.get(f"{path}/{ids[2]}", headers=h).status_code == 404

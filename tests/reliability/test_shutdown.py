@@ -51,7 +51,9 @@ def test_sigterm_during_write_load_loses_no_acknowledged_write(
                     return
                 sent_before_term = not term_sent.is_set()
                 try:
-                    r = client.post(f"/api/{user}/tasks", json={"title": f"w{n}"}, headers=auth(user))
+                    r = client.post(
+                        f"/api/{user}/tasks", json={"title": f"w{n}"}, headers=auth(user)
+                    )
                 except httpx.HTTPError as exc:
                     # After SIGTERM the server stops accepting: that is the end of this writer.
                     with lock:
@@ -75,12 +77,14 @@ def test_sigterm_during_write_load_loses_no_acknowledged_write(
         with psycopg.connect(private_pg.admin_url(db)) as blocker:
             blocker.execute("LOCK TABLE tasks IN SHARE MODE")
             wait_for(
-                lambda: private_pg.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                    "AND application_name = 'tasks-api' AND wait_event_type = 'Lock'",
-                    (db,),
-                )[0][0]
-                >= WRITERS,
+                lambda: (
+                    private_pg.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                        "AND application_name = 'tasks-api' AND wait_event_type = 'Lock'",
+                        (db,),
+                    )[0][0]
+                    >= WRITERS
+                ),
                 timeout=20,
                 what="writers blocked in the database",
             )
@@ -106,12 +110,14 @@ def test_sigterm_during_write_load_loses_no_acknowledged_write(
     stored = private_pg.execute("SELECT count(*) FROM tasks WHERE id = ANY(%s)", (ids,), dbname=db)
     assert stored[0][0] == len(ids)
     wait_for(
-        lambda: private_pg.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-            "AND application_name = 'tasks-api'",
-            (db,),
-        )[0][0]
-        == 0,
+        lambda: (
+            private_pg.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND application_name = 'tasks-api'",
+                (db,),
+            )[0][0]
+            == 0
+        ),
         timeout=5,
         what="the pool's connections closed",
     )

@@ -52,9 +52,7 @@ def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path)
 
 def test_gives_up_after_the_startup_budget_naming_the_cause(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    env = service_env(
-        f"postgresql://postgres@127.0.0.1:{port}/tasks", DB_STARTUP_TIMEOUT="3"
-    )
+    env = service_env(f"postgresql://postgres@127.0.0.1:{port}/tasks", DB_STARTUP_TIMEOUT="3")
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "1"],
