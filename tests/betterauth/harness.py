@@ -107,16 +107,22 @@ class BetterAuth:
 
 
 @contextlib.contextmanager
-def better_auth(alg: str = "EdDSA", **env: str) -> Iterator[BetterAuth]:
-    """Start server.mjs on a free loopback port; always stopped afterwards."""
+def better_auth(
+    alg: str = "EdDSA", *, port: int | None = None, host: str = "127.0.0.1", **env: str
+) -> Iterator[BetterAuth]:
+    """Start server.mjs on a loopback port (a free one unless given); always stopped afterwards.
+
+    `host` is the host name of Better Auth's base URL (its iss/aud); it listens on 127.0.0.1.
+    """
     node = require_node_harness()
-    port = free_port()
+    port = port or free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="betterauth-"))
     log_path = log_dir / "server.log"
     full_env = {
         **os.environ,
         "PORT": str(port),
         "BA_ALG": alg,
+        "BA_HOST": host,
         "BETTER_AUTH_TELEMETRY": "0",
         "NODE_ENV": "test",
         **env,
@@ -125,10 +131,10 @@ def better_auth(alg: str = "EdDSA", **env: str) -> Iterator[BetterAuth]:
         proc = subprocess.Popen(
             [node, "server.mjs"], cwd=HERE, env=full_env, stdout=out, stderr=subprocess.STDOUT
         )
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://{host}:{port}"
         try:
             try:
-                wait_http(base + "/api/auth/ok", timeout=30, proc=proc)
+                wait_http(f"http://127.0.0.1:{port}/api/auth/ok", timeout=30, proc=proc)
             except (RuntimeError, TimeoutError) as exc:
                 raise RuntimeError(f"{exc}; log: {log_path.read_text()[-2000:]}") from exc
             yield BetterAuth(base, alg, proc, log_path)

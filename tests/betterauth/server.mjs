@@ -4,6 +4,8 @@
 //   BA_ALG        the jwt plugin's key algorithm: EdDSA (default), ES256, ES512, RS256, PS256
 //   BA_EXPIRATION the jwt plugin's expirationTime (default "15m", as Better Auth's default)
 //   BA_ISSUER, BA_AUDIENCE  override the jwt plugin's iss/aud (default: the base URL)
+//   BA_HOST       the host name of the base URL (default 127.0.0.1; "localhost" for the browser)
+//   STATIC_DIR    also serve this folder's files (a frontend page beside Better Auth, as Next.js)
 // Besides Better Auth's own routes under /api/auth, a few test-only routes under /__harness:
 //   GET  /__harness/stats   {"jwks_requests": n, "kids": [...]}  (counts GETs of /api/auth/jwks)
 //   POST /__harness/rotate  expire the signing keys, as rotationInterval would; the next token is
@@ -14,6 +16,8 @@
 //                           make an already-expired token
 import http from "node:http";
 import crypto from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join, normalize } from "node:path";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
 import { toNodeHandler } from "better-auth/node";
@@ -25,7 +29,7 @@ if (!Number.isInteger(port) || port <= 0) {
   process.exit(2);
 }
 const alg = process.env.BA_ALG || "EdDSA";
-const baseURL = `http://127.0.0.1:${port}`;
+const baseURL = `http://${process.env.BA_HOST || "127.0.0.1"}:${port}`;
 const keyPairConfig = alg === "EdDSA" ? { alg, crv: "Ed25519" } : { alg };
 
 const db = { user: [], session: [], account: [], verification: [], jwks: [] };
@@ -93,8 +97,24 @@ async function harness(req, res, path) {
   return sendJson(res, 404, { error: "not found" });
 }
 
+async function serveStatic(res, path) {
+  const file = normalize(path === "/" ? "/index.html" : path);
+  if (file.includes("..") || !file.endsWith(".html")) return sendJson(res, 404, { error: "not found" });
+  try {
+    const body = await readFile(join(process.env.STATIC_DIR, file));
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(body);
+  } catch {
+    sendJson(res, 404, { error: "not found" });
+  }
+}
+
 const server = http.createServer((req, res) => {
   const path = new URL(req.url ?? "/", baseURL).pathname;
+  if (process.env.STATIC_DIR && req.method === "GET" && !path.startsWith("/api/") && !path.startsWith("/__harness/")) {
+    serveStatic(res, path);
+    return;
+  }
   if (path.startsWith("/__harness/")) {
     harness(req, res, path).catch((err) => {
       console.error(err);

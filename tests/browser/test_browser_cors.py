@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 import pytest
 
 from tests.support import SECRET, free_port, make_token, new_user_id, require, running_service
@@ -45,6 +47,21 @@ CHROMIUM_FLAGS = [
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def wait_port_free(port: int, timeout: float) -> None:
+    """Another run may hold the port for a moment: wait for it rather than fail at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -142,6 +159,41 @@ def titles(page: Any) -> list[str]:
     return [t.strip() for t in page.locator("#tasks li .title").all_text_contents()]
 
 
+def run_task_flow(page: Any, console: list[str]) -> None:
+    """Create two tasks, toggle one, edit it, delete the other, by clicking; every call 2xx."""
+    for title in ("Buy milk", "Walk the dog"):
+        page.fill("#title", title)
+        page.click("#add")
+        wait_title(page, title)
+    wait_status(page, "ready")
+    assert titles(page) == ["Buy milk", "Walk the dog"]
+
+    milk = page.locator("#tasks li", has_text="Buy milk")
+    milk.locator(".toggle").check()
+    page.wait_for_selector("#tasks li.done")
+    wait_status(page, "ready")
+
+    page.locator("#tasks li", has_text="Buy milk").locator(".edit").click()
+    page.fill("#tasks .edit-title", "Buy oat milk")
+    page.click("#tasks .save")
+    wait_title(page, "Buy oat milk")
+    wait_status(page, "ready")
+
+    page.locator("#tasks li", has_text="Walk the dog").locator(".delete").click()
+    page.wait_for_function("() => document.querySelectorAll('#tasks li').length === 1")
+    wait_status(page, "ready")
+    assert titles(page) == ["Buy oat milk"]
+    assert page.locator("#error").text_content() == "", console
+
+    log = page_log(page)
+    assert not [e for e in log if e.get("blocked")], (log, console)
+    assert {e["method"] for e in log} == {"GET", "POST", "PATCH", "PUT", "DELETE"}
+    assert all(200 <= e["status"] < 300 for e in log), log
+    # Exposed headers are readable from script only through Access-Control-Expose-Headers.
+    assert all(e["requestId"] for e in log), log
+    assert all(e["location"] for e in log if e["method"] == "POST"), log
+
+
 def test_page_on_localhost_3000_manages_tasks_through_cors(
     api_base: str, browser_context: Any
 ) -> None:
@@ -155,37 +207,7 @@ def test_page_on_localhost_3000_manages_tasks_through_cors(
         wait_status(page, "ready")
         assert titles(page) == []
 
-        for title in ("Buy milk", "Walk the dog"):
-            page.fill("#title", title)
-            page.click("#add")
-            wait_title(page, title)
-        wait_status(page, "ready")
-        assert titles(page) == ["Buy milk", "Walk the dog"]
-
-        milk = page.locator("#tasks li", has_text="Buy milk")
-        milk.locator(".toggle").check()
-        page.wait_for_selector("#tasks li.done")
-        wait_status(page, "ready")
-
-        page.locator("#tasks li", has_text="Buy milk").locator(".edit").click()
-        page.fill("#tasks .edit-title", "Buy oat milk")
-        page.click("#tasks .save")
-        wait_title(page, "Buy oat milk")
-        wait_status(page, "ready")
-
-        page.locator("#tasks li", has_text="Walk the dog").locator(".delete").click()
-        page.wait_for_function("() => document.querySelectorAll('#tasks li').length === 1")
-        wait_status(page, "ready")
-        assert titles(page) == ["Buy oat milk"]
-        assert page.locator("#error").text_content() == "", console
-
-        log = page_log(page)
-        assert not [e for e in log if e.get("blocked")], (log, console)
-        assert {e["method"] for e in log} == {"GET", "POST", "PATCH", "PUT", "DELETE"}
-        assert all(200 <= e["status"] < 300 for e in log), log
-        # Exposed headers are readable from script only through Access-Control-Expose-Headers.
-        assert all(e["requestId"] for e in log), log
-        assert all(e["location"] for e in log if e["method"] == "POST"), log
+        run_task_flow(page, console)
 
     # What the browser did is what the API holds.
     listed = httpx.get(
@@ -228,3 +250,46 @@ def test_page_on_a_disallowed_origin_is_blocked(api_base: str, browser_context: 
         f"{api_base}/api/{user_id}/tasks", headers={"Authorization": f"Bearer {token}"}
     )
     assert listed.status_code == 200 and listed.json() == []
+
+
+def test_signed_in_with_real_better_auth_on_localhost_3000(
+    database_url: str, browser_context: Any, tmp_path: Path
+) -> None:
+    """The whole frontend flow: Better Auth (jwt plugin) serves the page on localhost:3000, as a
+    Next.js app would; the page signs up, takes its EdDSA token from /api/auth/token and calls
+    the API, which verifies it with the JWKS at BETTER_AUTH_URL."""
+    from tests.betterauth.harness import better_auth
+
+    wait_port_free(FRONTEND_PORT, timeout=30)
+    with better_auth(
+        "EdDSA", port=FRONTEND_PORT, host="localhost", STATIC_DIR=str(PAGE_DIR)
+    ) as auth_server:
+        env = {
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_URL": "http://localhost:3000",
+            "JWT_ISSUER": "http://localhost:3000",
+            "JWT_AUDIENCE": "http://localhost:3000",
+            "CORS_ORIGINS": "http://localhost:3000",
+            "DB_POOL_MIN": "1",
+        }
+        with running_service(env, log_path=tmp_path / "api.log") as (api, _proc):
+            page = browser_context.new_page()
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
+            email = f"{new_user_id()}@example.com"
+            query = urlencode({"api": api, "signup": email})
+            page.goto(f"{auth_server.base_url}/index.html?{query}")
+            wait_status(page, "ready")
+            user_id, token = page.evaluate("() => [USER, TOKEN]")
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert header["alg"] == "EdDSA" and claims["sub"] == user_id
+            assert claims["iss"] == claims["aud"] == "http://localhost:3000"
+            assert claims["email"] == email
+
+            run_task_flow(page, console)
+
+            listed = httpx.get(
+                f"{api}/api/{user_id}/tasks", headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            assert [(t["title"], t["completed"]) for t in listed] == [("Buy oat milk", True)]
