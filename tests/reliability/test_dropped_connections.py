@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.reliability.pg import PgInstance
 from tests.reliability.service import service_env, wait_for
@@ -82,3 +83,46 @@ def test_requests_after_every_connection_was_terminated_succeed(
             assert [r.status_code for r in burst] == [201] * 8, [r.text for r in burst]
             assert client.get("/ready").status_code == 200
         assert proc.poll() is None
+
+
+def test_a_read_whose_connection_dies_mid_statement_is_retried(
+    private_pg: PgInstance, tmp_path: Path
+) -> None:
+    """The pool's check cannot help once a statement is running: reads get one more try.
+
+    The read is held in the database by a lock, its backend terminated while it waits: the
+    same request then succeeds on a fresh connection. A write in the same spot is not retried
+    (it might have committed) and gets the contract's 500 with Retry-After.
+    """
+    db = private_pg.create_database("mid_statement")
+    env = service_env(private_pg.url(db), DB_POOL_MIN="2", DB_POOL_MAX="4")
+    user = new_user_id()
+    h = auth(user)
+    with (
+        running_service(env, log_path=tmp_path / "service.log") as (base, _),
+        httpx.Client(base_url=base, timeout=20.0) as client,
+        ThreadPoolExecutor(1) as background,
+    ):
+        tasks = f"/api/{user}/tasks"
+        assert client.post(tasks, json={"title": "held"}, headers=h).status_code == 201
+        for method, expected in (("GET", 200), ("POST", 500)):
+            with psycopg.connect(private_pg.admin_url(db)) as locker:
+                locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+                body = {"json": {"title": "w"}} if method == "POST" else {}
+                pending = background.submit(client.request, method, tasks, headers=h, **body)
+                pid = wait_for(
+                    lambda: private_pg.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+                        "application_name = 'tasks-api' AND wait_event_type = 'Lock'",
+                        (db,),
+                    ),
+                    timeout=10,
+                    what="the request waiting in the database",
+                )[0][0]
+                private_pg.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                locker.rollback()
+            response = pending.result(timeout=20)
+            assert response.status_code == expected, f"{method}: {response.text}"
+            if expected == 500:
+                assert response.json()["detail"] == "Database unavailable, retry shortly"
+                assert response.headers["retry-after"]
