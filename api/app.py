@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI, Request
@@ -27,6 +27,8 @@ from repositories.pool import build_pool
 from repositories.tasks import TaskRepository
 
 log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_SECONDS: Final = 2.0
 
 
 @asynccontextmanager
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tasks_router)
 
+    expected = latest_version()  # the files do not change while the process runs
+
     @app.get("/health", tags=["service"], summary="The process is up (no database)")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -119,10 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if repository is None:
             return error_response(503, "Starting up")
         try:
-            version = await repository.schema_version()
-        except DatabaseUnavailable:
+            # A probe must answer before its own timeout, even while requests wait out
+            # DB_POOL_TIMEOUT for a connection.
+            async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
+                version = await repository.schema_version()
+        except (DatabaseUnavailable, TimeoutError):
             return error_response(503, "Database unavailable", headers={"Retry-After": "5"})
-        expected = latest_version()
         if version < expected:
             return error_response(503, f"Schema version {version}, expected {expected}")
         return JSONResponse({"status": "ready", "schema_version": version})

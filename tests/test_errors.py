@@ -254,3 +254,34 @@ async def test_service_keeps_answering_after_a_flood_of_bad_requests(
         f"/api/{user_id}/tasks", json={"title": "still here"}, headers=auth(user_id)
     )
     assert ok.status_code == 201
+
+
+async def test_ready_answers_503_within_its_own_timeout_while_requests_wait_for_the_pool(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A probe is not held for DB_POOL_TIMEOUT: /ready gives up after 2 s at most."""
+    import time
+
+    from repositories.pool import build_pool
+    from repositories.tasks import TaskRepository
+
+    dead = build_pool(
+        "postgresql://postgres@127.0.0.1:1/nowhere",
+        min_size=0,
+        max_size=1,
+        timeout=30.0,
+        prepare_threshold=None,
+        connect_timeout=1,
+    )
+    await dead.open(wait=False)
+    original = app.state.tasks
+    app.state.tasks = TaskRepository(dead)
+    started = time.monotonic()
+    try:
+        ready = await asyncio.wait_for(client.get("/ready"), timeout=10)
+    finally:
+        app.state.tasks = original
+        await dead.close()
+    assert ready.status_code == 503
+    assert ready.json()["detail"] == "Database unavailable"
+    assert time.monotonic() - started < 4.0
