@@ -149,7 +149,9 @@ class JWKSCache:
         if parsed is None:
             try:
                 parsed = jwt.PyJWK(jwk, algorithm=algorithm)
-            except jwt.PyJWKError as exc:
+            except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
+                # InvalidKeyError too: a key that does not fit the token's `alg` (an EC key for
+                # EdDSA, when the JWKS names no `alg`) or a malformed key was a 500.
                 raise AuthError("unusable_key") from exc
             self._parsed[(kid, algorithm)] = parsed
         return parsed
@@ -220,6 +222,8 @@ class TokenVerifier:
             raise AuthError("bad_signature") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError("missing_claim") from exc
+        except jwt.InvalidKeyError as exc:  # e.g. a P-256 key asked to verify ES512: was a 500
+            raise AuthError("unusable_key") from exc
         except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError) as exc:
             raise AuthError("invalid") from exc
         return Principal(
