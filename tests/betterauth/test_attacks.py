@@ -8,15 +8,18 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.betterauth.harness import BetterAuth, api, bearer, better_auth
@@ -289,3 +292,65 @@ async def test_a_slow_jwks_fetch_never_blocks_other_requests(database_url: str) 
             assert quick < 1.5, f"requests waited {quick:.2f}s behind the JWKS fetch"
             assert (await waiting).status_code == 401
             assert time.monotonic() - started >= 1.9
+
+
+class JWKSHandler(BaseHTTPRequestHandler):
+    document: ClassVar[dict[str, Any]] = {}
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.document).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def plain_jwks() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A JWKS as other issuers publish it (keys without `alg`), and an odd key among them."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
+    broken = {"kty": "OKP", "crv": "Ed25519", "x": "!!", "kid": "broken"}
+    document = {"keys": [{**ec_jwk, "kid": "ec"}, broken]}
+    handler = type("Handler", (JWKSHandler,), {"document": document})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks", {"ec": ec_key}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_a_kid_whose_key_does_not_fit_the_alg_is_401_never_500(
+    plain_jwks: tuple[str, dict[str, Any]], database_url: str
+) -> None:
+    url, private = plain_jwks
+    now = int(time.time())
+    claims = {"sub": "someone", "iat": now, "exp": now + 600}
+    async with api(database_url, better_auth_jwks_url=url) as (client, app):
+        await wait_for_warm_fetch(app)
+        good = jwt.encode(claims, private["ec"], algorithm="ES256", headers={"kid": "ec"})
+        assert (await client.get("/api/someone/tasks", headers=bearer(good))).status_code == 200
+        attacker = Ed25519PrivateKey.generate()
+        for alg, kid, key in (
+            ("EdDSA", "ec", attacker),  # the EC key, asked to verify EdDSA
+            ("ES512", "ec", ec.generate_private_key(ec.SECP521R1())),  # wrong curve
+            ("RS256", "ec", _rsa_key()),
+            ("EdDSA", "broken", attacker),  # a malformed key in the JWKS
+        ):
+            token = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
+            response = await client.get("/api/someone/tasks", headers=bearer(token))
+            assert response.status_code == 401, (alg, kid, response.status_code, response.text)
+
+
+def _rsa_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
