@@ -13,6 +13,20 @@ COMPLETE = "/api/{user_id}/tasks/{task_id}/complete"
 
 TOKEN_TTL = 6 * 3600
 
+# What a task list UI asks for: the default view, filters, sorts, sometimes a page.
+LIST_QUERIES: tuple[str, ...] = (
+    "",
+    "",
+    "?status=pending",
+    "?status=completed",
+    "?sort=title",
+    "?status=pending&sort=title",
+    "?sort=created&order=desc",
+    "?status=completed&sort=title&order=desc",
+    "?limit=20",
+    "?status=pending&limit=20&offset=20",
+)
+
 
 def mint_token(sub: str, secret: str, ttl: int = TOKEN_TTL) -> str:
     """An HS256 token as the frontend's own route signs it with BETTER_AUTH_SECRET."""

@@ -24,26 +24,13 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `locust -f loadtest/locustfile.py` from anywhere
     sys.path.insert(0, _ROOT)
 
-from loadtest.common import COMPLETE, LIST, ONE, mint_token  # noqa: E402
+from loadtest.common import COMPLETE, LIST, LIST_QUERIES, ONE, mint_token  # noqa: E402
 
 PREFIX = os.environ.get("LOADTEST_USER_PREFIX", "lt")
 IDENTITIES = max(1, int(os.environ.get("LOADTEST_IDENTITIES", "100")))
 WAIT_MIN = float(os.environ.get("LOADTEST_WAIT_MIN", "0.5"))
 WAIT_MAX = float(os.environ.get("LOADTEST_WAIT_MAX", "1.5"))
 
-# What a task list UI asks for: the default view, filters, sorts, sometimes a page.
-LIST_QUERIES: tuple[str, ...] = (
-    "",
-    "",
-    "?status=pending",
-    "?status=completed",
-    "?sort=title",
-    "?status=pending&sort=title",
-    "?sort=created&order=desc",
-    "?status=completed&sort=title&order=desc",
-    "?limit=20",
-    "?status=pending&limit=20&offset=20",
-)
 KEEP_AT_LEAST = 5  # below this, a delete turns into a create, so the user's list never empties
 
 _next_identity = itertools.count()

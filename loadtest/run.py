@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python loadtest/run.py`
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from loadtest.common import COMPLETE, LIST, ONE, mint_token  # noqa: E402
+from loadtest.common import COMPLETE, LIST, LIST_QUERIES, ONE, mint_token  # noqa: E402
 
 REPORTS = ROOT / "loadtest" / "reports"
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -341,6 +341,51 @@ def seed_api(host: str, secret: str, prefix: str, identities: int, per_user: int
                 resp.raise_for_status()
 
 
+async def _warm_up(host: str, secret: str, prefix: str, seconds: float, concurrency: int) -> int:
+    import asyncio
+    import random
+
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker(client: httpx.AsyncClient, n: int) -> None:
+        nonlocal done
+        user = f"{prefix}-warm-{n}"
+        client.headers["Authorization"] = f"Bearer {mint_token(user, secret, 600)}"
+        base = f"/api/{user}/tasks"
+        while time.monotonic() < deadline:
+            created = await client.post(base, json={"title": "warm-up", "description": "w"})
+            task = f"{base}/{created.json()['id']}"
+            await client.get(base + random.choice(LIST_QUERIES))
+            await client.get(task)
+            await client.put(task, json={"title": "warm-up again"})
+            await client.patch(task + "/complete")
+            await client.delete(task)
+            done += 6
+
+    async def main() -> None:
+        clients = [httpx.AsyncClient(base_url=host, timeout=10.0) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*(worker(c, n) for n, c in enumerate(clients)))
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    await main()
+    return done
+
+
+def warm_up(host: str, secret: str, prefix: str, seconds: float, concurrency: int = 20) -> int:
+    """Every endpoint, concurrently, for a few seconds before measuring: the pool grows to its
+    working size, statements get prepared, lazy imports and caches fill. A long-running service
+    is warm; without this the first second after spawning dominates every p99."""
+    import asyncio
+
+    if seconds <= 0:
+        return 0
+    return asyncio.run(_warm_up(host, secret, prefix, seconds, concurrency))
+
+
 # --- one run --------------------------------------------------------------------------------
 
 
@@ -364,7 +409,7 @@ class LoadShape:
 
 
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     out: dict[int, float] = {}
     for pid in pids:
@@ -542,9 +587,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             seed_sql(database_url, prefix, shape.identities, shape.per_user)
         else:
             seed_api(host, secret, prefix, shape.identities, shape.per_user)
+        seeded = time.monotonic() - started
+        warmed = warm_up(host, secret, prefix, args.warm_up)
         print(
-            f"seeded {shape.identities} users x {shape.per_user} tasks "
-            f"in {time.monotonic() - started:.1f} s; running {shape.users} users for "
+            f"seeded {shape.identities} users x {shape.per_user} tasks in {seeded:.1f} s; "
+            f"warm-up: {warmed} requests in {args.warm_up:.0f} s; running {shape.users} users for "
             f"{shape.run_time} s against {host}",
             flush=True,
         )
@@ -609,6 +656,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                     running_service(config, database_url, secret, log) as (host, pid),
                 ):
                     seed_sql(database_url, prefix, shape.identities, shape.per_user)
+                    warm_up(host, secret, prefix, args.warm_up)
                     rows, total, cpu = run_locust(
                         host, secret, prefix, shape, run_dir, pid, database_url
                     )
@@ -695,6 +743,9 @@ def _load_options(p: argparse.ArgumentParser, *, users: int, run_time: str) -> N
     )
     p.add_argument("--identities", type=int, default=0, help="distinct user ids (default: users)")
     p.add_argument("--tasks-per-user", type=int, default=50, help="tasks seeded per user id")
+    p.add_argument(
+        "--warm-up", type=float, default=5.0, help="seconds of warm-up traffic before measuring"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
