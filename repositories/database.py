@@ -21,7 +21,9 @@ _PERMANENT: Final = (
     "sslmode",
     "password authentication failed",
     "no pg_hba.conf entry",
-    "role",
+    # Covers 'role "x" does not exist'. Not the bare word "role": PostgreSQL 16+ says
+    # "remaining connection slots are reserved for roles with the SUPERUSER attribute"
+    # when the server is full, which passes.
     "does not exist",
     "invalid dsn",
     "invalid connection option",
