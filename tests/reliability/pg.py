@@ -43,6 +43,16 @@ def pg_bin() -> Path | None:
     return None
 
 
+def pg16_bin() -> Path | None:
+    """PostgreSQL 16 from the `pgserver` package (a dependency): for 16-only behaviour."""
+    try:
+        import pgserver
+    except ImportError:
+        return None
+    path = Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
+    return path if (path / "initdb").exists() else None
+
+
 def pgbouncer_bin() -> str | None:
     return shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
@@ -168,13 +178,21 @@ def make_tls_files(directory: Path) -> TlsFiles:
 class PgInstance:
     """initdb once, then start/stop/restart on the same port as often as a test needs."""
 
-    def __init__(self, *, port: int | None = None, tls: TlsFiles | None = None) -> None:
-        bin_dir = pg_bin()
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        bin_dir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        bin_dir = bin_dir or pg_bin()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL server binaries not found")
         self.bin = bin_dir
         self.port = port or free_port()
         self.tls = tls
+        self.extra_settings = settings or {}
         self.base = _owned_tempdir("tasks-api-privpg-")
         self.data = self.base / "data"
         self.log = self.base / "postgres.log"
@@ -199,6 +217,7 @@ class PgInstance:
             "full_page_writes = off",
             "shared_buffers = 32MB",
             "log_min_messages = warning",
+            *(f"{k} = {v}" for k, v in self.extra_settings.items()),
         ]
         hba = ["local all all trust"]
         if self.tls is not None:
@@ -256,11 +275,18 @@ class PgInstance:
 
     # addresses
 
-    def url(self, dbname: str = "postgres", *, host: str = "127.0.0.1", **params: str) -> str:
+    def url(
+        self,
+        dbname: str = "postgres",
+        *,
+        host: str = "127.0.0.1",
+        user: str = PG_USER,
+        **params: str,
+    ) -> str:
         if self.tls is not None:
             params = {"sslmode": "verify-full", "sslrootcert": str(self.tls.ca_cert), **params}
         query = f"?{urlencode(params)}" if params else ""
-        return f"postgresql://{PG_USER}@{host}:{self.port}/{dbname}{query}"
+        return f"postgresql://{user}@{host}:{self.port}/{dbname}{query}"
 
     def admin_url(self, dbname: str = "postgres") -> str:
         """Over the unix socket in our own directory: works whatever pg_hba says of TCP."""
@@ -278,8 +304,14 @@ class PgInstance:
 
 
 @contextlib.contextmanager
-def private_postgres(*, tls: TlsFiles | None = None, start: bool = True) -> Iterator[PgInstance]:
-    instance = PgInstance(tls=tls).init()
+def private_postgres(
+    *,
+    tls: TlsFiles | None = None,
+    start: bool = True,
+    bin_dir: Path | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[PgInstance]:
+    instance = PgInstance(tls=tls, bin_dir=bin_dir, settings=settings).init()
     try:
         if start:
             instance.start()

@@ -9,9 +9,16 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 
-from tests.reliability.pg import can_run_servers, port_open, private_postgres
-from tests.reliability.service import log_events, service_env, spawn_service, stop_process
+from tests.reliability.pg import can_run_servers, pg16_bin, port_open, private_postgres
+from tests.reliability.service import (
+    log_events,
+    service_env,
+    spawn_service,
+    stop_process,
+    wait_for,
+)
 from tests.support import ROOT, auth, free_port, new_user_id, require, wait_http
 
 
@@ -70,3 +77,55 @@ def test_gives_up_after_the_startup_budget_naming_the_cause(tmp_path: Path) -> N
     assert "refused" in last.lower(), last
     assert "Traceback" not in done.stderr
     assert 3.0 <= elapsed < 30, elapsed
+
+
+def test_connection_slots_exhausted_at_start_is_waited_out(tmp_path: Path) -> None:
+    """A full server is transient, not a misconfiguration: wait for a slot, don't exit 2.
+
+    PostgreSQL 16+ (what Neon runs) says "remaining connection slots are reserved for roles
+    with the SUPERUSER attribute"; the word "role" must not make that look permanent.
+    """
+    ok, why = can_run_servers()
+    require(ok, why)
+    bin16 = pg16_bin()
+    require(bin16 is not None, "PostgreSQL 16 binaries of the pgserver package not found")
+    settings = {"max_connections": "8", "superuser_reserved_connections": "3"}
+    with private_postgres(bin_dir=bin16, settings=settings) as pg:
+        pg.execute("CREATE ROLE app LOGIN")
+        pg.execute("CREATE DATABASE slots OWNER app")
+        url = pg.url("slots", user="app")
+        held = []
+        try:
+            while len(held) < 10:
+                try:
+                    held.append(psycopg.connect(url, connect_timeout=3))
+                except psycopg.OperationalError as exc:
+                    assert "reserved" in str(exc), exc
+                    break
+            assert len(held) == 5
+            log = tmp_path / "service.log"
+            port = free_port()
+            env = service_env(url, DB_STARTUP_TIMEOUT="30", DB_POOL_MIN="1", DB_POOL_MAX="2")
+            proc = spawn_service(env, port=port, log_path=log)
+            try:
+                wait_for(
+                    lambda: (
+                        any(e.get("event") == "database_waiting" for e in log_events(log))
+                        or proc.poll() is not None
+                    ),
+                    timeout=30,
+                    what="the first failed attempt",
+                )
+                time.sleep(1.0)
+                assert proc.poll() is None, log.read_text()[-1500:]
+                waits = [e for e in log_events(log) if e.get("event") == "database_waiting"]
+                assert "reserved" in str(waits[0]["error"])
+                for conn in held:
+                    conn.close()
+                held.clear()
+                wait_http(f"http://127.0.0.1:{port}/ready", timeout=30, proc=proc)
+            finally:
+                stop_process(proc)
+        finally:
+            for conn in held:
+                conn.close()
