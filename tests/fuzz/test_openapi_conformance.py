@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -28,7 +29,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 # Bounded: a few dozen examples per operation keeps the two runs well under a minute.
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))  # raise it for a deeper local run
 INVALID_TOKENS = [
     make_token(FUZZ_USER, secret="not-the-secret-0123456789abcdef0123456789"),
     make_token(FUZZ_USER, ttl=-3600),

@@ -83,7 +83,12 @@ def test_prepared_statements_on_break_behind_pgbouncer(
     db = pg.create_database("pgb_on")
     log = tmp_path / "service.log"
     env = service_env(
-        _pooler_url(pgb, db), DB_PREPARED_STATEMENTS="on", DB_POOL_MIN="4", DB_POOL_MAX="10"
+        # Four client connections over three server ones: each client connection runs
+        # every statement well past psycopg's prepare threshold (5) during the load.
+        _pooler_url(pgb, db),
+        DB_PREPARED_STATEMENTS="on",
+        DB_POOL_MIN="4",
+        DB_POOL_MAX="4",
     )
     with running_service(env, log_path=log) as (base, _):
         result = run_load(base, workers=8, cycles=5)
