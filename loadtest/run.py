@@ -445,6 +445,15 @@ def cpu_snapshot(server_pid: int | None, database_url: str | None) -> dict[str, 
     return {"app": _cpu_seconds(app), "db": _cpu_seconds(db)}
 
 
+def cpu_pressure_total() -> float | None:
+    """Microseconds some runnable task waited for a CPU (Linux PSI); None where unavailable."""
+    try:
+        text = Path("/proc/pressure/cpu").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return float(text.split("total=")[1].split()[0])
+
+
 def cpu_used(
     before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
 ) -> dict[str, float]:
@@ -507,9 +516,11 @@ def run_locust(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.5 + shape.users / shape.spawn_rate)
             before = cpu_snapshot(server_pid, database_url)
+            psi_before, t_before = cpu_pressure_total(), time.monotonic()
             # Locust stops itself after run_time; this bound only guards against a hang.
             proc.wait(timeout=shape.run_time + 60)
             after = cpu_snapshot(server_pid, database_url)
+            psi_after, t_after = cpu_pressure_total(), time.monotonic()
         except subprocess.TimeoutExpired:
             _stop(proc, timeout=10)
             raise RuntimeError(f"Locust did not stop by itself; see {out / 'locust.log'}") from None
@@ -519,7 +530,11 @@ def run_locust(
     if not stats.exists():
         raise RuntimeError(f"Locust wrote no stats (exit {proc.returncode}); see {out}/locust.log")
     rows, total = parse_stats(stats)
-    return rows, total, cpu_used(before, after)
+    used = cpu_used(before, after)
+    if psi_before is not None and psi_after is not None:
+        # Share of the run during which something on this machine waited for a CPU.
+        used["pressure"] = (psi_after - psi_before) / 1e6 / (t_after - t_before)
+    return rows, total, used
 
 
 def summarize(
@@ -534,7 +549,10 @@ def summarize(
     per_request = {
         f"{k}_cpu_ms_per_request": 1000 * v / total.requests if total.requests else 0.0
         for k, v in (cpu or {}).items()
+        if k in ("app", "db")
     }
+    if cpu and "pressure" in cpu:
+        per_request["cpu_pressure_pct"] = 100 * cpu["pressure"]
     summary = {
         "loadavg_end": os.getloadavg(),
         **per_request,
@@ -602,7 +620,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"CPU per request: service {summary['app_cpu_ms_per_request']:.2f} ms, "
             f"PostgreSQL {summary.get('db_cpu_ms_per_request', 0.0):.2f} ms; "
-            f"load average at the end {summary['loadavg_end'][0]:.1f} (2 cores, shared)"
+            f"load average at the end {summary['loadavg_end'][0]:.1f}; CPU pressure (PSI some) "
+            f"{summary.get('cpu_pressure_pct', float('nan')):.0f}% of the run"
         )
     print(f"report: {out}/report.html  stats: {out}/locust_stats.csv")
     return 0 if not summary["verdicts"][profile.name] else 1
@@ -616,6 +635,7 @@ TUNING: dict[str, ServerConfig] = {
     "pool-20": ServerConfig(env={"DB_POOL_MIN": "2", "DB_POOL_MAX": "20"}),
     "pool-min-10": ServerConfig(env={"DB_POOL_MIN": "10", "DB_POOL_MAX": "10"}),
     "prepared-off": ServerConfig(env={"DB_PREPARED_STATEMENTS": "off"}),
+    "log-warning": ServerConfig(env={"LOG_LEVEL": "WARNING"}),  # no access line per request
     "workers-2": ServerConfig(workers=2),
     "uvicorn-uvloop-httptools": ServerConfig(server="uvicorn"),
     "uvicorn-asyncio-h11": ServerConfig(server="uvicorn", loop="asyncio", http="h11"),
@@ -672,7 +692,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 f"req/s {total.rps:>6.1f} errors {total.failures} "
                 f"cpu/req app {summary.get('app_cpu_ms_per_request', 0):.2f} "
                 f"db {summary.get('db_cpu_ms_per_request', 0):.2f} ms "
-                f"load {summary['loadavg_end'][0]:.1f}",
+                f"load {summary['loadavg_end'][0]:.1f} "
+                f"psi {summary.get('cpu_pressure_pct', float('nan')):.0f}%",
                 flush=True,
             )
     lines = [
@@ -680,8 +701,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{shape.run_time} s per run, {args.repeat} runs each; median [min..max]",
         "",
         "| config | p50 ms | p95 ms | p99 ms | worst endpoint p99 ms | req/s | errors "
-        "| service CPU ms/req | PostgreSQL CPU ms/req |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| service CPU ms/req | PostgreSQL CPU ms/req | CPU pressure % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
         runs = results[name]
@@ -696,7 +717,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{_spread(worst_p99)} | {_spread([t['rps'] for t in totals], '{:.1f}')} | "
             f"{sum(t['failures'] for t in totals)} | "
             f"{_spread([r.get('app_cpu_ms_per_request', 0.0) for r in runs], '{:.2f}')} | "
-            f"{_spread([r.get('db_cpu_ms_per_request', 0.0) for r in runs], '{:.2f}')} |"
+            f"{_spread([r.get('db_cpu_ms_per_request', 0.0) for r in runs], '{:.2f}')} | "
+            f"{_spread([r.get('cpu_pressure_pct', 0.0) for r in runs])} |"
         )
     table = "\n".join(lines)
     (out / "tune.md").write_text(table + "\n", encoding="utf-8")
