@@ -49,8 +49,25 @@ def pg16_bin() -> Path | None:
         import pgserver
     except ImportError:
         return None
-    path = Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
-    return path if (path / "initdb").exists() else None
+    install = Path(pgserver.__file__).resolve().parent / "pginstall"
+    if not (install / "bin" / "initdb").exists():
+        return None
+    if not _as_root() or _run("test", "-x", str(install / "bin" / "initdb")).returncode == 0:
+        return install / "bin"
+    # The virtualenv is in a directory the postgres user cannot enter (e.g. under /root):
+    # use a copy it can read, made once. The binaries find their libraries through an
+    # rpath of $ORIGIN/../../../pgserver.libs, so the copy keeps that layout.
+    cache = Path(tempfile.gettempdir()) / "tasks-api-pg16"
+    if not (cache / "pgserver" / "pginstall" / "bin" / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="tasks-api-pg16-"))
+        shutil.copytree(install, staging / "pgserver" / "pginstall", symlinks=True)
+        libs = install.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        staging.chmod(0o755)
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(staging, cache)
+    return cache / "pgserver" / "pginstall" / "bin"
 
 
 def pgbouncer_bin() -> str | None:
