@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -228,6 +228,7 @@ class ServerConfig:
     loop: str = "uvloop"
     http: str = "httptools"
     env: dict[str, str] = field(default_factory=dict)
+    nice: int = 0  # < 0 shields the service from other work on a shared machine (root only)
 
     def command(self, port: int) -> list[str]:
         if self.server == "cli":
@@ -265,6 +266,16 @@ class ServerConfig:
         ]
 
 
+def _niced(increment: int) -> Any:
+    if not increment:
+        return None
+
+    def apply() -> None:
+        os.nice(increment)
+
+    return apply
+
+
 @contextlib.contextmanager
 def running_service(
     config: ServerConfig, database_url: str, secret: str, log_path: Path
@@ -287,6 +298,7 @@ def running_service(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_niced(config.nice),
         )
         try:
             deadline = time.monotonic() + 60
@@ -406,6 +418,7 @@ class LoadShape:
     wait_max: float = 1.5
     identities: int = 100
     per_user: int = 50
+    nice: int = 0
 
 
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -509,7 +522,13 @@ def run_locust(
     ]
     with (out / "locust.log").open("wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_niced(shape.nice),
         )
         try:
             # Stats are reset once all users are spawned: take the CPU baseline then too.
@@ -578,7 +597,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prefix = f"lt{uuid.uuid4().hex[:8]}"
     config = ServerConfig(
-        server=args.server, workers=args.workers, loop=args.loop, http=args.http, env=_env(args)
+        server=args.server,
+        workers=args.workers,
+        loop=args.loop,
+        http=args.http,
+        env=_env(args),
+        nice=args.nice,
     )
     with contextlib.ExitStack() as stack:
         if args.serve:
@@ -668,7 +692,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         for name in names:
             run_dir = out / f"{name}-{rep}"
             run_dir.mkdir()
-            config = TUNING[name]
+            config = replace(TUNING[name], nice=shape.nice) if shape.nice else TUNING[name]
             log = run_dir / "server.log"
             try:
                 with (
@@ -740,6 +764,7 @@ def _shape(args: argparse.Namespace) -> LoadShape:
         wait_max=args.wait[1],
         identities=args.identities or args.users,
         per_user=args.tasks_per_user,
+        nice=args.nice,
     )
 
 
@@ -765,6 +790,12 @@ def _load_options(p: argparse.ArgumentParser, *, users: int, run_time: str) -> N
     )
     p.add_argument("--identities", type=int, default=0, help="distinct user ids (default: users)")
     p.add_argument("--tasks-per-user", type=int, default=50, help="tasks seeded per user id")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for the service and Locust, e.g. -10 on a busy shared machine (root)",
+    )
     p.add_argument(
         "--warm-up", type=float, default=5.0, help="seconds of warm-up traffic before measuring"
     )
