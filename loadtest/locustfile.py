@@ -15,10 +15,11 @@ import itertools
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, events, task
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `locust -f loadtest/locustfile.py` from anywhere
@@ -30,6 +31,33 @@ PREFIX = os.environ.get("LOADTEST_USER_PREFIX", "lt")
 IDENTITIES = max(1, int(os.environ.get("LOADTEST_IDENTITIES", "100")))
 WAIT_MIN = float(os.environ.get("LOADTEST_WAIT_MIN", "0.5"))
 WAIT_MAX = float(os.environ.get("LOADTEST_WAIT_MAX", "1.5"))
+
+# Every request's end time, name and duration, for the runner's exact percentiles over a
+# steady-state window (Locust's own CSV rounds above 100 ms and counts the ramp-up).
+_REQUEST_LOG = os.environ.get("LOADTEST_REQUEST_LOG")
+_log_file = open(_REQUEST_LOG, "a", encoding="utf-8") if _REQUEST_LOG else None  # noqa: SIM115
+
+
+@events.request.add_listener
+def _record(request_type: str, name: str, response_time: float, exception: Any, **_: Any) -> None:
+    if _log_file is not None:
+        failed = 1 if exception is not None else 0
+        _log_file.write(f"{time.time():.4f},{request_type},{name},{response_time:.3f},{failed}\n")
+
+
+@events.spawning_complete.add_listener
+def _spawned(user_count: int, **_: Any) -> None:
+    if _log_file is not None:
+        _log_file.write(f"{time.time():.4f},#spawned,{user_count},0,0\n")
+        _log_file.flush()  # the runner waits for this line to start its window
+
+
+@events.quitting.add_listener
+def _close(**_: Any) -> None:
+    if _log_file is not None:
+        _log_file.flush()
+        _log_file.close()
+
 
 KEEP_AT_LEAST = 5  # below this, a delete turns into a create, so the user's list never empties
 

@@ -131,6 +131,62 @@ def parse_stats(path: Path) -> tuple[list[Row], Row]:
     return rows, total
 
 
+def _rank(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q of the samples at or below."""
+    import math
+
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def window_stats(path: Path, start: float, end: float) -> tuple[list[Row], Row]:
+    """Exact per-endpoint percentiles of the requests that ended within [start, end]."""
+    by_key: dict[tuple[str, str], list[float]] = {}
+    failures: dict[tuple[str, str], int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            ts, method, name, ms, failed = line.rstrip("\n").split(",")
+            if method.startswith("#") or not start <= float(ts) <= end:
+                continue
+            by_key.setdefault((method, name), []).append(float(ms))
+            failures[(method, name)] = failures.get((method, name), 0) + int(failed)
+    seconds = max(end - start, 1e-9)
+
+    def row(method: str, name: str, values: list[float], failed: int) -> Row:
+        values = sorted(values) or [0.0]
+        return Row(
+            method=method,
+            name=name,
+            requests=len(values) if values != [0.0] else 0,
+            failures=failed,
+            p50=_rank(values, 0.50),
+            p95=_rank(values, 0.95),
+            p99=_rank(values, 0.99),
+            rps=len(values) / seconds,
+            max=values[-1],
+        )
+
+    rows = [row(m, n, v, failures[(m, n)]) for (m, n), v in by_key.items()]
+    order = list(ENDPOINTS)
+    rows.sort(key=lambda r: order.index((r.method, r.name)) if (r.method, r.name) in order else 99)
+    everything = [v for values in by_key.values() for v in values]
+    total = row("", "Aggregated", everything, sum(failures.values()))
+    if not everything:
+        total.requests = total.failures = 0
+    return rows, total
+
+
+def _wait_for_spawned(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """When Locust logged that every user is running, or None (exited, or no such line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if ",#spawned," in line:
+                    return float(line.split(",")[0])
+        time.sleep(0.1)
+    return None
+
+
 def judge(profile: Profile, rows: list[Row], total: Row, users: int) -> list[str]:
     """Every missed threshold, as one line each; empty when the profile holds."""
     missed: list[str] = []
@@ -171,7 +227,7 @@ def print_table(rows: list[Row], total: Row, verdicts: dict[str, list[str]]) -> 
             f"{row.requests:>7} {row.failures:>6} {row.p50:>5.0f} {row.p95:>5.0f} {row.p99:>5.0f} "
             f"{row.max:>6.0f} {row.rps:>7.1f}  " + " ".join(marks)
         )
-    print("(ms; percentiles as Locust records them: exact below 100 ms, then in 10 ms steps)")
+    print("(ms; exact percentiles of the requests in the measured window: see --settle)")
     for n, missed in verdicts.items():
         print(f"profile {n}: {'PASS' if not missed else 'FAIL'}")
         for line in missed:
@@ -419,6 +475,7 @@ class LoadShape:
     identities: int = 100
     per_user: int = 50
     nice: int = 0
+    settle: float = 2.0
 
 
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -486,8 +543,11 @@ def run_locust(
     database_url: str | None = None,
 ) -> tuple[list[Row], Row, dict[str, float]]:
     out.mkdir(parents=True, exist_ok=True)
+    request_log = out / "requests.csv"
+    request_log.unlink(missing_ok=True)
     env = {
         **os.environ,
+        "LOADTEST_REQUEST_LOG": str(request_log),
         "BETTER_AUTH_SECRET": secret,
         "LOADTEST_USER_PREFIX": prefix,
         "LOADTEST_IDENTITIES": str(shape.identities),
@@ -531,15 +591,19 @@ def run_locust(
             preexec_fn=_niced(shape.nice),
         )
         try:
-            # Stats are reset once all users are spawned: take the CPU baseline then too.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=1.5 + shape.users / shape.spawn_rate)
+            # The measured window opens `settle` seconds after the last user started (the
+            # ramp-up is a burst of new connections and Locust's own start-up on shared CPUs).
+            spawned = _wait_for_spawned(request_log, proc, 30 + shape.users / shape.spawn_rate)
+            if spawned is not None:
+                time.sleep(max(0.0, spawned + shape.settle - time.time()))
             before = cpu_snapshot(server_pid, database_url)
             psi_before, t_before = cpu_pressure_total(), time.monotonic()
+            window_start = time.time()
             # Locust stops itself after run_time; this bound only guards against a hang.
             proc.wait(timeout=shape.run_time + 60)
             after = cpu_snapshot(server_pid, database_url)
             psi_after, t_after = cpu_pressure_total(), time.monotonic()
+            window_end = time.time()
         except subprocess.TimeoutExpired:
             _stop(proc, timeout=10)
             raise RuntimeError(f"Locust did not stop by itself; see {out / 'locust.log'}") from None
@@ -548,7 +612,10 @@ def run_locust(
     stats = out / "locust_stats.csv"
     if not stats.exists():
         raise RuntimeError(f"Locust wrote no stats (exit {proc.returncode}); see {out}/locust.log")
-    rows, total = parse_stats(stats)
+    if spawned is not None and request_log.exists():
+        rows, total = window_stats(request_log, window_start, window_end)
+    else:  # no window: Locust's own numbers (counted from the end of the ramp-up)
+        rows, total = parse_stats(stats)
     used = cpu_used(before, after)
     if psi_before is not None and psi_after is not None:
         # Share of the run during which something on this machine waited for a CPU.
@@ -640,6 +707,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows, total, cpu = run_locust(host, secret, prefix, shape, out, server_pid, database_url)
     summary = summarize(rows, total, shape, args.profile, out, cpu)
     print_table(rows, total, summary["verdicts"])
+    _, whole = parse_stats(out / "locust_stats.csv")
+    print(
+        f"Locust's own count from the end of the ramp-up (settle period included): "
+        f"{whole.requests} requests, p95 {whole.p95:.0f} ms, p99 {whole.p99:.0f} ms, "
+        f"max {whole.max:.0f} ms"
+    )
     if "app_cpu_ms_per_request" in summary:
         print(
             f"CPU per request: service {summary['app_cpu_ms_per_request']:.2f} ms, "
@@ -765,6 +838,7 @@ def _shape(args: argparse.Namespace) -> LoadShape:
         identities=args.identities or args.users,
         per_user=args.tasks_per_user,
         nice=args.nice,
+        settle=args.settle,
     )
 
 
@@ -790,6 +864,12 @@ def _load_options(p: argparse.ArgumentParser, *, users: int, run_time: str) -> N
     )
     p.add_argument("--identities", type=int, default=0, help="distinct user ids (default: users)")
     p.add_argument("--tasks-per-user", type=int, default=50, help="tasks seeded per user id")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds after the last user spawned before the measured window opens",
+    )
     p.add_argument(
         "--nice",
         type=int,

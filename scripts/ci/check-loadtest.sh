@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../.."
 server_url="${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 timeout 180 uv run python -m loadtest.run run --profile smoke --serve \
   --database-url "$server_url" --fresh-database \
-  --users 5 --spawn-rate 5 --run-time 5s --wait 0.1 0.3 --tasks-per-user 10 --warm-up 1
+  --users 5 --spawn-rate 5 --run-time 5s --wait 0.1 0.3 --tasks-per-user 10 --warm-up 1 --settle 0.5
