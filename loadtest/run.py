@@ -657,10 +657,9 @@ def _report_dir(label: str) -> Path:
     return REPORTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{uuid.uuid4().hex[:4]}"
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _one_run(args: argparse.Namespace, out: Path) -> dict[str, Any] | int:
+    """One bounded run: its summary, or an exit status for a usage error."""
     shape = _shape(args)
-    profile = PROFILES[args.profile]
-    out = Path(args.report_dir) if args.report_dir else _report_dir(args.profile)
     out.mkdir(parents=True, exist_ok=True)
     prefix = f"lt{uuid.uuid4().hex[:8]}"
     config = ServerConfig(
@@ -708,6 +707,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = summarize(rows, total, shape, args.profile, out, cpu)
     print_table(rows, total, summary["verdicts"])
     _, whole = parse_stats(out / "locust_stats.csv")
+    summary["locust_whole"] = asdict(whole)
     print(
         f"Locust's own count from the end of the ramp-up (settle period included): "
         f"{whole.requests} requests, p95 {whole.p95:.0f} ms, p99 {whole.p99:.0f} ms, "
@@ -720,8 +720,67 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"load average at the end {summary['loadavg_end'][0]:.1f}; CPU pressure (PSI some) "
             f"{summary.get('cpu_pressure_pct', float('nan')):.0f}% of the run"
         )
-    print(f"report: {out}/report.html  stats: {out}/locust_stats.csv")
-    return 0 if not summary["verdicts"][profile.name] else 1
+    print(f"report: {out}/report.html  stats: {out}/locust_stats.csv", flush=True)
+    return summary
+
+
+def repeated_table(summaries: list[dict[str, Any]]) -> str:
+    """Per endpoint: median [min..max] over the runs, and how many runs each profile passed."""
+    n = len(summaries)
+    lines = [
+        f"Medians [min..max] of {n} runs; ms.",
+        "",
+        "| endpoint | method and template | p50 | p95 | p99 | max | req/s | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keys: list[tuple[str, str, str]] = []
+    for s in summaries:
+        keys += [
+            k for k in ((r["method"], r["name"], r["endpoint"]) for r in s["rows"]) if k not in keys
+        ]
+    order = list(ENDPOINTS)
+    keys.sort(key=lambda k: order.index(k[:2]) if k[:2] in order else 99)
+    for method, name, endpoint in [*keys, ("", "Aggregated", "all")]:
+        found = []
+        for s in summaries:
+            rows = s["rows"] + [s["total"] | {"endpoint": "all"}]
+            found += [r for r in rows if r["method"] == method and r["name"] == name]
+        cells = [_spread([r[k] for r in found]) for k in ("p50", "p95", "p99", "max")]
+        lines.append(
+            f"| {endpoint} | {f'`{method} {name}`' if method else 'all requests'} | "
+            f"{' | '.join(cells)} | "
+            f"{_spread([r['rps'] for r in found], '{:.1f}')} | "
+            f"{sum(r['failures'] for r in found)} |"
+        )
+    lines.append("")
+    for profile in PROFILES:
+        passed = sum(1 for s in summaries if not s["verdicts"][profile])
+        lines.append(f"- profile `{profile}`: passed {passed} of {n} runs")
+    cpu = [s.get("app_cpu_ms_per_request", 0.0) for s in summaries]
+    db = [s.get("db_cpu_ms_per_request", 0.0) for s in summaries]
+    psi = [s.get("cpu_pressure_pct", 0.0) for s in summaries]
+    lines.append(
+        f"- CPU per request: service {_spread(cpu, '{:.2f}')} ms, PostgreSQL "
+        f"{_spread(db, '{:.2f}')} ms; CPU pressure during the runs {_spread(psi)} %"
+    )
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    profile = PROFILES[args.profile]
+    out = Path(args.report_dir) if args.report_dir else _report_dir(args.profile)
+    summaries: list[dict[str, Any]] = []
+    for rep in range(args.repeat):
+        result = _one_run(args, out if args.repeat == 1 else out / f"run-{rep + 1}")
+        if isinstance(result, int):
+            return result
+        summaries.append(result)
+    if args.repeat > 1:
+        table = repeated_table(summaries)
+        (out / "summary.md").write_text(table + "\n", encoding="utf-8")
+        print(table)
+    missed = [s for s in summaries if s["verdicts"][profile.name]]
+    return 1 if missed else 0
 
 
 # --- tuning ---------------------------------------------------------------------------------
@@ -903,6 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http", default="httptools", help="with --server uvicorn")
     run.add_argument("--env", action="append", help="KEY=VALUE for the service")
     run.add_argument("--report-dir", help="default: loadtest/reports/<time>-<profile>-<id>")
+    run.add_argument(
+        "--repeat", type=int, default=1, help="runs (each its own service and database)"
+    )
     _load_options(run, users=100, run_time="30s")
     run.set_defaults(func=cmd_run)
 
