@@ -64,7 +64,8 @@ def test_smoke_run_against_a_real_server(pg_server_url: str, tmp_path: Path) -> 
             sys.executable, "-m", "loadtest.run", "run", "--profile", "smoke", "--serve",
             "--database-url", pg_server_url, "--fresh-database", "--users", "4",
             "--spawn-rate", "4", "--run-time", "4s", "--wait", "0.1", "0.3",
-            "--tasks-per-user", "5", "--warm-up", "0.5", "--settle", "0.5", "--report-dir", str(tmp_path),
+            "--tasks-per-user", "5", "--warm-up", "0.5", "--settle", "0.5",
+            "--report-dir", str(tmp_path),
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
