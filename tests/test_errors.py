@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -142,10 +144,9 @@ async def test_unexpected_error_is_a_bare_500_envelope(
     assert _envelope(response, 500) == {"status_code": 500, "detail": "Internal server error"}
 
 
-async def test_database_unavailable_is_500_with_retry_after(
-    app: FastAPI, client: httpx.AsyncClient, user_id: str
-) -> None:
-    """A pool that cannot get a connection answers within DB_POOL_TIMEOUT, never hangs."""
+@contextlib.asynccontextmanager
+async def database_gone(app: FastAPI, *, pool_timeout: float) -> AsyncIterator[None]:
+    """Point the app's repository at a pool whose server does not exist, then restore it."""
     from repositories.pool import build_pool
     from repositories.tasks import TaskRepository
 
@@ -153,7 +154,7 @@ async def test_database_unavailable_is_500_with_retry_after(
         "postgresql://postgres@127.0.0.1:1/nowhere",
         min_size=0,
         max_size=1,
-        timeout=0.5,
+        timeout=pool_timeout,
         prepare_threshold=None,
         connect_timeout=1,
     )
@@ -161,13 +162,21 @@ async def test_database_unavailable_is_500_with_retry_after(
     original = app.state.tasks
     app.state.tasks = TaskRepository(dead)
     try:
+        yield
+    finally:
+        app.state.tasks = original
+        await dead.close()
+
+
+async def test_database_unavailable_is_500_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, user_id: str
+) -> None:
+    """A pool that cannot get a connection answers within DB_POOL_TIMEOUT, never hangs."""
+    async with database_gone(app, pool_timeout=0.5):
         response = await asyncio.wait_for(
             client.get(f"/api/{user_id}/tasks", headers=auth(user_id)), timeout=5
         )
         ready = await asyncio.wait_for(client.get("/ready"), timeout=5)
-    finally:
-        app.state.tasks = original
-        await dead.close()
     body = _envelope(response, 500)
     assert body == {"status_code": 500, "detail": "Database unavailable, retry shortly"}
     assert response.headers["retry-after"].isdigit()
@@ -262,26 +271,9 @@ async def test_ready_answers_503_within_its_own_timeout_while_requests_wait_for_
     """A probe is not held for DB_POOL_TIMEOUT: /ready gives up after 2 s at most."""
     import time
 
-    from repositories.pool import build_pool
-    from repositories.tasks import TaskRepository
-
-    dead = build_pool(
-        "postgresql://postgres@127.0.0.1:1/nowhere",
-        min_size=0,
-        max_size=1,
-        timeout=30.0,
-        prepare_threshold=None,
-        connect_timeout=1,
-    )
-    await dead.open(wait=False)
-    original = app.state.tasks
-    app.state.tasks = TaskRepository(dead)
     started = time.monotonic()
-    try:
+    async with database_gone(app, pool_timeout=30.0):
         ready = await asyncio.wait_for(client.get("/ready"), timeout=10)
-    finally:
-        app.state.tasks = original
-        await dead.close()
     assert ready.status_code == 503
     assert ready.json()["detail"] == "Database unavailable"
     assert time.monotonic() - started < 4.0

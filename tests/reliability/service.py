@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT, SECRET
+from tests.support import ROOT, SECRET, stop_process
+
+__all__ = ["serve_until_exit", "service_env", "spawn_service", "stop_process"]
 
 
 def service_env(database_url: str, **overrides: str) -> dict[str, str]:
@@ -46,14 +48,19 @@ def spawn_service(
         )  # fmt: skip
 
 
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def serve_until_exit(env: dict[str, str]) -> tuple[int, str, float]:
+    """Run `tasks-api serve` expecting it to give up at start-up: (status, stderr, seconds)."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "1"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stderr, time.monotonic() - started
 
 
 def log_events(path: Path) -> list[dict[str, Any]]:

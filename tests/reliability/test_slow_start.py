@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,12 +11,13 @@ import psycopg
 from tests.reliability.pg import can_run_servers, pg16_bin, port_open, private_postgres
 from tests.reliability.service import (
     log_events,
+    serve_until_exit,
     service_env,
     spawn_service,
     stop_process,
     wait_for,
 )
-from tests.support import ROOT, auth, free_port, new_user_id, require, wait_http
+from tests.support import auth, free_port, new_user_id, require, wait_http
 
 
 def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path) -> None:
@@ -60,22 +58,12 @@ def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path)
 def test_gives_up_after_the_startup_budget_naming_the_cause(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     env = service_env(f"postgresql://postgres@127.0.0.1:{port}/tasks", DB_STARTUP_TIMEOUT="3")
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "1"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    assert done.returncode == 1, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+    code, stderr, elapsed = serve_until_exit(env)
+    assert code == 1, stderr
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("tasks-api: database not reachable after 3s:"), last
     assert "refused" in last.lower(), last
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in stderr
     assert 3.0 <= elapsed < 30, elapsed
 
 

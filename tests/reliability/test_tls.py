@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +16,8 @@ from tests.reliability.pg import (
     openssl_bin,
     private_postgres,
 )
-from tests.reliability.service import service_env
-from tests.support import ROOT, auth, new_user_id, require, running_service
+from tests.reliability.service import serve_until_exit, service_env
+from tests.support import auth, new_user_id, require, running_service
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +56,6 @@ def test_service_works_over_verify_full(
         assert rows and all(ssl for (ssl,) in rows)
 
 
-def _start_and_wait(url: str, tmp_path: Path) -> tuple[int, str, float]:
-    env = service_env(url, DB_STARTUP_TIMEOUT="20")
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "1"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode, done.stderr, time.monotonic() - started
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -101,7 +82,7 @@ def test_refuses_to_start_when_the_server_cannot_be_trusted(
         ),
         "plain_text": pg.url(db, sslmode="disable"),
     }[case]
-    code, stderr, elapsed = _start_and_wait(url, tmp_path)
+    code, stderr, elapsed = serve_until_exit(service_env(url, DB_STARTUP_TIMEOUT="20"))
     assert code == 2, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("tasks-api: cannot use the database (NEON_DB_URL/DATABASE_URL):"), last
