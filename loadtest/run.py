@@ -909,9 +909,11 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _load_options(p: argparse.ArgumentParser, *, users: int, run_time: str) -> None:
+def _load_options(
+    p: argparse.ArgumentParser, *, users: int, run_time: str, spawn_rate: float, settle: float
+) -> None:
     p.add_argument("--users", type=int, default=users, help="concurrent simulated users")
-    p.add_argument("--spawn-rate", type=float, default=50.0, help="users started per second")
+    p.add_argument("--spawn-rate", type=float, default=spawn_rate, help="users started per second")
     p.add_argument("--run-time", default=run_time, help="e.g. 30s, 2m (bounded; Locust stops)")
     p.add_argument(
         "--wait",
@@ -926,7 +928,7 @@ def _load_options(p: argparse.ArgumentParser, *, users: int, run_time: str) -> N
     p.add_argument(
         "--settle",
         type=float,
-        default=2.0,
+        default=settle,
         help="seconds after the last user spawned before the measured window opens",
     )
     p.add_argument(
@@ -965,14 +967,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--repeat", type=int, default=1, help="runs (each its own service and database)"
     )
-    _load_options(run, users=100, run_time="30s")
+    # 10 users/s: people arrive over seconds, not all in one instant (100 users in the same
+    # 10 ms are 100 requests in flight at once, about 250 ms of queue for one event loop).
+    _load_options(run, users=100, run_time="40s", spawn_rate=10.0, settle=0.0)
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", help="the tuning matrix, medians of repeated short runs")
     tune.add_argument("--database-url", help="server URL; a fresh database is made and dropped")
     tune.add_argument("--configs", help=f"comma-separated subset of: {','.join(TUNING)}")
     tune.add_argument("--repeat", type=int, default=3)
-    _load_options(tune, users=100, run_time="15s")
+    _load_options(tune, users=100, run_time="20s", spawn_rate=50.0, settle=2.0)
     tune.set_defaults(func=cmd_tune)
 
     scale = sub.add_parser("scale", help="1M tasks / 10k users: plans and list latency")
