@@ -139,7 +139,7 @@ def explain_all(url: str) -> list[Plan]:
         conn.rollback()
         for name, (text, params, _writes) in statements(int(row[0])).items():
             explain = "EXPLAIN (ANALYZE, BUFFERS) " + text
-            custom_lines = [r[0] for r in conn.execute(explain, params)]  # type: ignore[arg-type]
+            custom_lines = [r[0] for r in conn.execute(explain, params)]
             conn.rollback()
             generic_lines = _generic(conn, text, params)
             conn.rollback()
@@ -168,12 +168,12 @@ def _generic(conn: psycopg.Connection[Any], text: str, params: dict[str, Any]) -
             names.append(found)
     body = _PARAM.sub(lambda m: f"${names.index(m[1]) + 1}", text)
     conn.execute("SET plan_cache_mode = force_generic_plan")
-    conn.execute(f"PREPARE scale_stmt AS {body}")  # type: ignore[arg-type]
+    conn.execute(f"PREPARE scale_stmt AS {body}")
     args = ", ".join(["%s"] * len(names))
     execute = f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE scale_stmt({args})" if names else (
         "EXPLAIN (ANALYZE, BUFFERS) EXECUTE scale_stmt"
     )  # fmt: skip
-    lines = [r[0] for r in conn.execute(execute, [params[n] for n in names])]  # type: ignore[arg-type]
+    lines = [r[0] for r in conn.execute(execute, [params[n] for n in names])]
     conn.rollback()  # undoes the SET; a PREPARE outlives the transaction, hence DEALLOCATE
     with contextlib.suppress(psycopg.Error):
         conn.execute("DEALLOCATE scale_stmt")
