@@ -27,10 +27,6 @@ class BodyTooLarge(Exception):
     """The request body is over the configured limit (64 KiB by default)."""
 
 
-class Forbidden(Exception):
-    """The token is valid but belongs to another user than the path names."""
-
-
 def error_response(
     status_code: int,
     detail: str,

@@ -59,12 +59,7 @@ class User(SQLModel, table=True):
     )
 
 
-class TaskBase(SQLModel):
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
-
-
-class Task(TaskBase, table=True):
+class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         # Leads with user_id: every list variant is a range scan of one user's rows.
