@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -94,6 +94,20 @@ def wait_http(
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def wait_until(
+    probe: Callable[[], Any], *, timeout: float, interval: float = 0.25, what: str = "condition"
+) -> Any:
+    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 def stop_process(proc: subprocess.Popen[Any], *, timeout: float = 30.0) -> None:

@@ -7,14 +7,13 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support import SECRET, free_port, require, stop_process, wait_http
+from tests.support import SECRET, free_port, require, stop_process, wait_http, wait_until
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -54,20 +53,6 @@ def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         r for r in records if r.get("event") == "request" and r.get("logger") == "tasks_api.access"
     ]
-
-
-def wait_until(
-    probe: Callable[[], Any], *, timeout: float, interval: float = 0.25, what: str = "condition"
-) -> Any:
-    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 class Prometheus:

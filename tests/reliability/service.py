@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT, SECRET, stop_process
+from tests.support import ROOT, SECRET, stop_process, wait_until
 
 __all__ = ["serve_until_exit", "service_env", "spawn_service", "stop_process"]
 
@@ -77,10 +77,4 @@ def log_events(path: Path) -> list[dict[str, Any]]:
 
 
 def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"not within {timeout}s: {what}")
+    return wait_until(predicate, timeout=timeout, interval=interval, what=what or "condition")
