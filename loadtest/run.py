@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,6 +332,21 @@ def _niced(increment: int) -> Any:
     return apply
 
 
+def _spawn(
+    cmd: list[str], *, env: dict[str, str], log: IO[bytes], nice: int
+) -> subprocess.Popen[bytes]:
+    """A child in a session of its own (so `_stop` can take its workers too), logging to `log`."""
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_niced(nice),
+    )
+
+
 @contextlib.contextmanager
 def running_service(
     config: ServerConfig, database_url: str, secret: str, log_path: Path
@@ -347,15 +362,7 @@ def running_service(
     env.pop("NEON_DB_URL", None)
     base = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            config.command(port),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_niced(config.nice),
-        )
+        proc = _spawn(config.command(port), env=env, log=log, nice=config.nice)
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -581,15 +588,7 @@ def run_locust(
         "WARNING",
     ]
     with (out / "locust.log").open("wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_niced(shape.nice),
-        )
+        proc = _spawn(cmd, env=env, log=log, nice=shape.nice)
         try:
             # The measured window opens `settle` seconds after the last user started (the
             # ramp-up is a burst of new connections and Locust's own start-up on shared CPUs).
