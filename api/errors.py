@@ -1,8 +1,16 @@
-"""Every error the API returns, in the contract's `{status_code, detail}` envelope."""
+"""Every error the API returns, in the contract's `{status_code, detail}` envelope.
+
+This is the one place where an exception becomes an HTTP response: `response_for` maps it,
+the app's exception handlers and the route class both call it, and `DOMAIN_ERRORS` is the one
+registry of repository errors. A repository error missing from it is a 500 that a fast test
+(tests/test_errors.py) catches before it ships.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -14,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthError
 from observability.metrics import count_auth_failure
-from repositories.errors import DatabaseUnavailable, TaskNotFound
+from repositories.errors import DatabaseUnavailable, RepositoryError, TaskNotFound
 
 log = structlog.get_logger(__name__)
 
@@ -23,8 +31,28 @@ DB_UNAVAILABLE_DETAIL: Final = "Database unavailable, retry shortly"
 INTERNAL_DETAIL: Final = "Internal server error"
 
 
-class BodyTooLarge(Exception):
-    """The request body is over the configured limit (64 KiB by default)."""
+@dataclass(frozen=True, slots=True)
+class DomainErrorSpec:
+    """How one repository error is answered: status, client-facing detail, extra headers."""
+
+    status_code: int
+    detail: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: the event logged when it happens, and its stdlib level (None: routine, not logged)
+    log_event: str | None = None
+    log_level: int = logging.ERROR
+
+
+#: The one registry of handled domain errors (looked up along the exception's MRO).
+DOMAIN_ERRORS: Final[dict[type[RepositoryError], DomainErrorSpec]] = {
+    TaskNotFound: DomainErrorSpec(404, "Task not found"),
+    DatabaseUnavailable: DomainErrorSpec(
+        500,
+        DB_UNAVAILABLE_DETAIL,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+        log_event="database_unavailable",
+    ),
+}
 
 
 def error_response(
@@ -34,6 +62,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    """The envelope `{"status_code": int, "detail": str, **extra}` with that status."""
     return JSONResponse(
         {"status_code": status_code, "detail": detail, **extra},
         status_code=status_code,
@@ -42,23 +71,36 @@ def error_response(
 
 
 def unauthorized(exc: AuthError) -> JSONResponse:
+    """401 with `WWW-Authenticate: Bearer` (RFC 6750 §3); the reason goes to logs and metrics."""
     count_auth_failure(exc.reason)
     log.info("auth_failed", reason=exc.reason)
     return error_response(401, exc.detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def forbidden() -> JSONResponse:
+    """403: a valid token whose `sub` is not the path's user (contract: 401, then 403)."""
     count_auth_failure("user_mismatch")
     log.info("auth_failed", reason="user_mismatch")
     return error_response(403, "Not allowed to access another user's tasks")
 
 
-def database_unavailable(exc: Exception) -> JSONResponse:
-    log.error("database_unavailable", error=str(exc), cause=type(exc.__cause__).__name__)
-    return error_response(500, DB_UNAVAILABLE_DETAIL, headers={"Retry-After": RETRY_AFTER_SECONDS})
+def _domain_error(exc: RepositoryError) -> JSONResponse | None:
+    for cls in type(exc).__mro__:
+        spec = DOMAIN_ERRORS.get(cls)
+        if spec is not None:
+            if spec.log_event is not None:
+                log.log(
+                    spec.log_level,
+                    spec.log_event,
+                    error=str(exc),
+                    cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+                )
+            return error_response(spec.status_code, spec.detail, headers=spec.headers)
+    return None
 
 
 def internal_error(exc: BaseException) -> JSONResponse:
+    """500 without anything internal in it; the exception is logged with the request id."""
     log.error("unhandled_error", exc_info=exc)
     return error_response(500, INTERNAL_DETAIL)
 
@@ -79,6 +121,7 @@ def _items(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def validation_response(exc: RequestValidationError) -> JSONResponse:
+    """400 when the body is not JSON (contract: "not valid JSON: 400"), else 422 with `errors`."""
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
         return error_response(400, "Request body is not valid JSON")
@@ -88,34 +131,34 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
     return error_response(422, f"Validation error: {where}: {first['msg']}", errors=items)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
+def response_for(exc: BaseException) -> JSONResponse:
+    """The envelope response for any exception; unknown ones are a logged 500."""
+    if isinstance(exc, AuthError):
+        return unauthorized(exc)
+    if isinstance(exc, RequestValidationError):
+        return validation_response(exc)
+    if isinstance(exc, StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_response(exc.status_code, detail, headers=exc.headers)
+    if isinstance(exc, RepositoryError):
+        mapped = _domain_error(exc)
+        if mapped is not None:
+            return mapped
+    return internal_error(exc)
 
-    async def request_validation(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return validation_response(exc)
 
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(404, "Task not found")
+def install_error_handlers(app: FastAPI) -> None:
+    """Route Starlette's, FastAPI's and the repositories' errors through `response_for`."""
 
-    async def db_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return database_unavailable(exc)
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
 
-    async def too_large(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(413, "Request body too large")
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, request_validation)
-    app.add_exception_handler(TaskNotFound, not_found)
-    app.add_exception_handler(DatabaseUnavailable, db_unavailable)
-    app.add_exception_handler(BodyTooLarge, too_large)
+    for exc_class in (StarletteHTTPException, RequestValidationError, RepositoryError):
+        app.add_exception_handler(exc_class, handle)
 
 
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"description": "The body is not valid JSON"},
+    400: {"description": "The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493)"},
     401: {
         "description": "Missing, malformed, expired or otherwise invalid bearer token",
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},

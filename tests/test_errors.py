@@ -277,3 +277,21 @@ async def test_ready_answers_503_within_its_own_timeout_while_requests_wait_for_
     assert ready.status_code == 503
     assert ready.json()["detail"] == "Database unavailable"
     assert time.monotonic() - started < 4.0
+
+
+def test_every_repository_error_is_in_the_one_registry() -> None:
+    """A new domain error must be mapped in api/errors.py, or it would be a silent 500."""
+    from api.errors import DOMAIN_ERRORS
+    from repositories.errors import MigrationError, RepositoryError
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        return found.union(*(subclasses(sub) for sub in found))
+
+    startup_only = {MigrationError}  # raised before the app serves; the CLI reports it
+    unmapped = {
+        cls.__name__
+        for cls in subclasses(RepositoryError) - startup_only
+        if not any(base in DOMAIN_ERRORS for base in cls.__mro__)
+    }
+    assert not unmapped, f"map these in api/errors.py DOMAIN_ERRORS: {sorted(unmapped)}"
