@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from api.auth import JWKSCache, TokenVerifier
-from api.errors import error_response, install_error_handlers
+from api.errors import install_error_handlers
+from api.routes.service import router as service_router
 from api.routes.tasks import router as tasks_router
 from api.settings import Settings, check_auth_configured, get_settings
 from observability.http import instrument_app
@@ -21,14 +20,10 @@ from observability.logging import configure_logging
 from observability.metrics import pool_stats_reporter
 from observability.middleware import RequestContextMiddleware
 from repositories.database import prepare_database
-from repositories.errors import DatabaseUnavailable
-from repositories.migrations import latest_version
 from repositories.pool import build_pool
 from repositories.tasks import TaskRepository
 
 log = structlog.get_logger(__name__)
-
-READY_TIMEOUT_SECONDS: Final = 2.0
 
 
 @asynccontextmanager
@@ -104,36 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         leeway=settings.jwt_leeway_seconds,
     )
     install_error_handlers(app)
+    app.include_router(service_router)
     app.include_router(tasks_router)
 
-    expected = latest_version()  # the files do not change while the process runs
-
-    @app.get("/health", tags=["service"], summary="The process is up (no database)")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/ready",
-        tags=["service"],
-        summary="Database reachable and schema current",
-        responses={503: {"description": "Not ready; `detail` says why"}},
-    )
-    async def ready(request: Request) -> Any:
-        repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
-        if repository is None:
-            return error_response(503, "Starting up")
-        try:
-            # A probe must answer before its own timeout, even while requests wait out
-            # DB_POOL_TIMEOUT for a connection.
-            async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
-                version = await repository.schema_version()
-        except (DatabaseUnavailable, TimeoutError):
-            return error_response(503, "Database unavailable", headers={"Retry-After": "5"})
-        if version < expected:
-            return error_response(503, f"Schema version {version}, expected {expected}")
-        return JSONResponse({"status": "ready", "schema_version": version})
-
     # Outermost first: request id and access line, then CORS, then metrics (added last below).
+    # The body size limit sits on the routes that take a body (api/body.py).
     instrument_app(app)
     app.add_middleware(
         CORSMiddleware,

@@ -181,3 +181,40 @@ async def test_body_just_under_64_kib_is_judged_on_its_fields(
     body = {"title": "t", "description": "d" * 1000, "padding": "p" * 60_000}
     response = await _post(client, user_id, body)
     assert response.status_code == 201  # unknown fields are ignored, not stored
+
+
+# Contract, "HTTP semantics": a body must be I-JSON (RFC 7493). Python's json module accepts
+# NaN, Infinity and duplicate member names; every body-taking route must refuse them as 400.
+NOT_I_JSON = {
+    "NaN": b'{"title": "x", "n": NaN}',
+    "Infinity": b'{"title": "x", "n": Infinity}',
+    "-Infinity": b'{"title": "x", "n": -Infinity}',
+    "nested NaN": b'{"title": "x", "n": [1, {"m": NaN}]}',
+    "duplicate title": b'{"title": "x", "title": "y"}',
+    "duplicate unknown": b'{"title": "x", "a": 1, "a": 2}',
+    "nested duplicate": b'{"title": "x", "o": {"k": 1, "k": 1}}',
+}
+
+
+@pytest.mark.parametrize("raw", NOT_I_JSON.values(), ids=NOT_I_JSON.keys())
+@pytest.mark.parametrize("route", ["create", "update", "complete"])
+async def test_non_i_json_bodies_are_400_on_every_body_route(
+    client: httpx.AsyncClient, user_id: str, route: str, raw: bytes
+) -> None:
+    created = await _post(client, user_id, {"title": "before"})
+    task = created.json()
+    method, path = {
+        "create": ("POST", f"/api/{user_id}/tasks"),
+        "update": ("PUT", f"/api/{user_id}/tasks/{task['id']}"),
+        "complete": ("PATCH", f"/api/{user_id}/tasks/{task['id']}/complete"),
+    }[route]
+    if route == "complete":
+        raw = raw.replace(b'"title"', b'"completed"').replace(b'"x"', b"true")
+        raw = raw.replace(b'"y"', b"false")
+    response = await client.request(
+        method, path, content=raw, headers={**auth(user_id), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {"status_code": 400, "detail": "Request body is not valid JSON"}
+    after = await client.get(f"/api/{user_id}/tasks", headers=auth(user_id))
+    assert after.json() == [task]  # nothing created, nothing changed

@@ -8,8 +8,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import TypeAdapter
 
-from api.deps import AuthenticatedRoute, CurrentUser, TaskId, TasksDep
+from api.deps import TaskId, TasksDep
 from api.errors import ERROR_RESPONSES
+from api.security import AuthenticatedRoute, CurrentUser
 from repositories.models import (
     ErrorResponse,
     TaskComplete,

@@ -1,0 +1,151 @@
+"""Request bodies: the size limit (413) and the one strict JSON parse (400 / 422).
+
+Contract, "Endpoints" and "HTTP semantics": every body is read as JSON whatever its
+Content-Type; a body that is not I-JSON (RFC 7493: no NaN/Infinity, no duplicate member
+names) is 400; valid JSON of the wrong shape is 422; a body over `max_body_bytes` is 413.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TOO_LARGE_BODY: Final = b'{"status_code":413,"detail":"Request body too large"}'
+_JSON_CONTENT_TYPE: Final = b"application/json"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259 §6)")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate member name (RFC 7493 §2.3)")
+    return obj
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Parse I-JSON (RFC 7493): JSON without NaN/Infinity and without duplicate member names.
+
+    Raises `ValueError` (a `json.JSONDecodeError` for syntax) for anything else, which
+    FastAPI turns into its `json_invalid` validation error and `api/errors.py` into 400.
+    """
+    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_members)
+
+
+class StrictJSONRequest(Request):
+    """A request whose `json()` is `loads_strict` (the only way FastAPI parses a body)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = loads_strict(body)
+            except ValueError as exc:
+                # FastAPI maps json.JSONDecodeError to its `json_invalid` error (our 400).
+                raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from exc
+        return self._json
+
+
+class JSONBodyRoute(APIRoute):
+    """Every body of this route is limited in size (`BodySizeLimitMiddleware`, before any
+    other check, as the route is matched) and parsed by `loads_strict`, whatever its
+    Content-Type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = BodySizeLimitMiddleware(self.app)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_json(request: Request) -> Response:
+            scope = request.scope
+            scope["headers"] = [
+                (k, _JSON_CONTENT_TYPE if k == b"content-type" else v) for k, v in scope["headers"]
+            ]
+            return await handler(StrictJSONRequest(scope, request.receive))
+
+        return strict_json
+
+
+class BodyTooLarge(Exception):
+    """Raised from `receive` once a streamed (chunked) body passes the limit."""
+
+
+class BodySizeLimitMiddleware:
+    """413 for a body over `max_bytes`, declared (Content-Length) or streamed (chunked).
+
+    Pure ASGI, so memory never holds more than the limit plus one chunk. A declared length is
+    refused at once (before authentication); a streamed body is counted as it is read, and
+    whatever the app answers after the limit is passed is replaced by the 413. Without
+    `max_bytes` the limit is the app's `settings.max_body_bytes` (MAX_BODY_BYTES, 64 KiB).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        max_bytes: int = self.max_bytes or scope["app"].state.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > max_bytes:
+                    await self._too_large(send)
+                    return
+                break
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > max_bytes:
+                    exceeded = True
+                    raise BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._too_large(send)
+                return  # the app's own answer to a cut-off body is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            if not started:
+                await self._too_large(send)
+
+    @staticmethod
+    async def _too_large(send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(TOO_LARGE_BODY)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": TOO_LARGE_BODY})

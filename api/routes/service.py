@@ -1,0 +1,58 @@
+"""Service endpoints without authentication: `/health` (process up) and `/ready` (database)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any, Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.errors import RETRY_AFTER_SECONDS, error_response
+from api.settings import Settings
+from repositories.errors import DatabaseUnavailable
+from repositories.migrations import latest_version
+from repositories.tasks import TaskRepository
+
+#: Contract, "Database faults": `/ready` answers 503 within 2 s whatever the database does.
+READY_TIMEOUT_SECONDS: Final = 2.0
+
+router = APIRouter(tags=["service"])
+
+
+@cache
+def _expected_version() -> int:
+    return latest_version()  # the migration files do not change while the process runs
+
+
+@router.get("/health", summary="The process is up (no database)")
+async def health() -> dict[str, str]:
+    """Always `{"status": "ok"}`: the process answers; the database is not touched."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Database reachable and schema current",
+    responses={503: {"description": "Not ready; `detail` says why"}},
+)
+async def ready(request: Request) -> Any:
+    """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`."""
+    settings: Settings = request.app.state.settings
+    repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
+    if repository is None:
+        return error_response(503, "Starting up")
+    try:
+        # A probe must answer before its own timeout, even while requests wait out
+        # DB_POOL_TIMEOUT for a connection.
+        async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
+            version = await repository.schema_version()
+    except (DatabaseUnavailable, TimeoutError):
+        return error_response(
+            503, "Database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    expected = _expected_version()
+    if version < expected:
+        return error_response(503, f"Schema version {version}, expected {expected}")
+    return JSONResponse({"status": "ready", "schema_version": version})

@@ -1,0 +1,69 @@
+"""Authentication and ownership, checked before anything else of a request is looked at.
+
+Contract, "Authentication and ownership": a bad or missing token is 401 (with
+`WWW-Authenticate: Bearer`), a path `user_id` other than the token's `sub` is 403, and only
+then come 404 and 422. FastAPI parses the body before it runs dependencies, so the checks
+live in the route class, which runs first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.responses import Response
+
+from api.auth import AuthError, Principal, TokenVerifier, bearer_token
+from api.body import JSONBodyRoute
+from api.errors import forbidden, response_for, unauthorized
+
+# Documents the bearer scheme in OpenAPI; the check itself runs in AuthenticatedRoute.
+bearer_scheme: Final = HTTPBearer(auto_error=False, bearerFormat="JWT")
+
+
+class AuthenticatedRoute(JSONBodyRoute):
+    """Token (401), then owner (403), then the endpoint; every error in the envelope.
+
+    Sets `request.state.user_id` (for the access log) and `request.state.principal`.
+    Exceptions raised below become envelope responses here, through `api.errors`, so that
+    they pass back through CORS with their headers.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            verifier: TokenVerifier = request.app.state.verifier
+            try:
+                principal = await verifier.verify(
+                    bearer_token(request.headers.get("authorization"))
+                )
+            except AuthError as exc:
+                return unauthorized(exc)
+            request.state.user_id = principal.sub
+            if request.path_params.get("user_id") != principal.sub:
+                return forbidden()
+            request.state.principal = principal
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return response_for(exc)
+
+        return authenticated
+
+
+async def current_user(
+    request: Request,
+    user_id: Annotated[
+        str, Path(description="The Better Auth user id; must equal the token's sub")
+    ],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+) -> Principal:
+    """The principal AuthenticatedRoute verified (declares `user_id` and the scheme in OpenAPI)."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
