@@ -29,7 +29,7 @@ async def wait_for_warm_fetch(app: FastAPI, timeout: float = 5.0) -> None:
     """The lifespan starts a JWKS fetch in the background; wait for it to be done."""
     jwks = app.state.verifier.jwks
     deadline = time.monotonic() + timeout
-    while jwks.fetches < 1 or jwks._lock.locked():
+    while jwks.fetches < 1 or jwks.refreshing:
         assert time.monotonic() < deadline, "the JWKS warm-up fetch never ran"
         await asyncio.sleep(0.02)
 
@@ -265,7 +265,7 @@ async def test_a_key_removed_from_the_jwks_stops_verifying_without_restart(
             fetches = jwks.fetches
             assert (await client.get(path, headers=bearer(old_token))).status_code == 200
             deadline = time.monotonic() + 5
-            while jwks.fetches == fetches or jwks._lock.locked():
+            while jwks.fetches == fetches or jwks.refreshing:
                 assert time.monotonic() < deadline, "no background JWKS refresh"
                 await asyncio.sleep(0.02)
             revoked = await client.get(path, headers=bearer(old_token))
