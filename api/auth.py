@@ -92,7 +92,10 @@ def key_fits(jwk: dict[str, Any], algorithm: str) -> bool:
     """Whether the JWK can verify `algorithm`: its `kty` (and `crv`), its `alg` if it names one,
     and its `key_ops` if it lists them (RFC 7517 §4.3), the way jose picks a key without `kid`."""
     kty, curves = _KEY_TYPES[algorithm]
-    if jwk.get("kty") != kty or (curves is not None and jwk.get("crv") not in curves):
+    if jwk.get("kty") != kty:
+        return False
+    crv = jwk.get("crv")  # anything JSON can hold: a list here is unhashable
+    if curves is not None and not (isinstance(crv, str) and crv in curves):
         return False
     if jwk.get("alg") not in (None, algorithm):
         return False
@@ -166,7 +169,7 @@ class JWKSCache:
     async def aclose(self) -> None:
         if self._inflight is not None:
             self._inflight.cancel()
-            await asyncio.wait({self._inflight})
+            await asyncio.wait({self._inflight}, timeout=self.timeout)
         await self._client.aclose()
 
     def _start(self, *, force: bool) -> asyncio.Task[None] | None:

@@ -260,6 +260,51 @@ async def test_a_token_without_kid_and_two_fitting_keys_is_401(
         assert (await client.get("/api/two/tasks", headers=headers)).status_code == 200
 
 
+async def test_hostile_jwks_members_are_401_never_500(
+    stub: tuple[str, StubState], database_url: str
+) -> None:
+    """Whatever JSON a JWKS holds, a token is 401 or verified by the one good key."""
+    url, state = stub
+    good = Ed25519PrivateKey.generate()
+    hostile: list[Any] = [
+        "not an object",
+        {"kty": "OKP", "crv": ["Ed25519"], "x": "abc"},
+        {"kty": ["OKP"], "crv": "Ed25519", "x": "abc"},
+        {"kty": "OKP", "crv": "Ed25519", "x": 5, "kid": 7},
+        {"kty": "OKP", "crv": "Ed25519", "x": None, "kid": "x-none"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "!!", "kid": "broken"},
+        {"kty": "RSA", "n": 5, "e": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "x": 1, "y": 2},
+        {"kty": "OKP", "crv": "Ed25519", "x": "abc", "alg": ["EdDSA"]},
+        {"kty": "OKP", "crv": "Ed25519", "x": "abc", "key_ops": "verify"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "abc", "use": ["sig"]},
+    ]
+    state.document = {"keys": [*hostile, public_jwk(good, kid="good")]}
+    async with api(database_url, better_auth_jwks_url=url, better_auth_secret=None) as (
+        client,
+        app,
+    ):
+        await wait_for_fetch(app)
+        attacker = Ed25519PrivateKey.generate()
+        for private, kid, expected in (
+            (good, "good", 200),
+            (good, None, 200),  # the malformed Ed25519 keys do not count as fitting
+            (attacker, None, 401),
+            (attacker, "7", 401),
+            (attacker, "x-none", 401),
+            (attacker, "broken", 401),
+        ):
+            headers = bearer(token(private, "EdDSA", "hostile", kid))
+            response = await client.get("/api/hostile/tasks", headers=headers)
+            assert response.status_code == expected, (kid, response.status_code, response.text)
+        for algorithm, private in (
+            ("ES256", ec.generate_private_key(ec.SECP256R1())),
+            ("ES512", ec.generate_private_key(ec.SECP521R1())),
+        ):
+            headers = bearer(token(private, algorithm, "hostile", None))
+            assert (await client.get("/api/hostile/tasks", headers=headers)).status_code == 401
+
+
 # --- RFC 7518 §3.2: the secret must be as long as the hash output --------------------------
 
 
