@@ -271,3 +271,30 @@ async def test_a_key_removed_from_the_jwks_stops_verifying_without_restart(
             revoked = await client.get(path, headers=bearer(old_token))
             assert revoked.status_code == 401, revoked.text
             assert (await client.get(path, headers=bearer(new_token))).status_code == 200
+
+
+async def test_a_jwks_and_tokens_without_kid_from_real_better_auth(database_url: str) -> None:
+    """Issue 11.8, contract "A token without `kid` is verified when exactly one JWKS key fits
+    its `alg`": Better Auth with keys stored without id publishes them and signs without `kid`."""
+    with better_auth("EdDSA") as server:
+        user = server.sign_up()
+        server.token(user)  # Better Auth creates its first key pair on first use
+        server.drop_kids()
+        kidless = server.token(user)
+        assert "kid" not in jwt.get_unverified_header(kidless)
+        assert ["kid" in k for k in server.jwks()["keys"]] == [False]
+        path = f"/api/{user.id}/tasks"
+        async with api(
+            database_url, better_auth_url=server.base_url, jwks_min_refresh_seconds=0.0
+        ) as (client, app):
+            await wait_for_warm_fetch(app)
+            assert (await client.get(path, headers=bearer(kidless))).status_code == 200
+            # A second key, also without kid: the token no longer names one key. 401.
+            server.rotate()
+            server.token(user)  # signed by a new key pair
+            server.drop_kids()
+            published = [("kid" in k, k["kty"]) for k in server.jwks()["keys"]]
+            assert published == [(False, "OKP"), (False, "OKP")]
+            await app.state.verifier.jwks.refresh(force=True)
+            response = await client.get(path, headers=bearer(kidless))
+            assert response.status_code == 401, response.text
