@@ -13,6 +13,8 @@ import httpx
 import jwt
 import structlog
 
+from api.settings import HMAC_MIN_SECRET_BYTES, MIN_SECRET_BYTES
+
 log = structlog.get_logger(__name__)
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
@@ -70,14 +72,67 @@ def _optional_text(value: object) -> str | None:
     return value
 
 
+class JWKSTooLarge(ValueError):
+    """The JWKS response is larger than the cache accepts (`max_bytes`)."""
+
+
+# What a JWK must be to verify each JWS algorithm: RFC 7518 §3.1 and RFC 8037 §3.1.
+_KEY_TYPES: Final[dict[str, tuple[str, frozenset[str] | None]]] = {
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+    "ES256": ("EC", frozenset({"P-256"})),
+    "ES512": ("EC", frozenset({"P-521"})),
+    "RS256": ("RSA", None),
+    "PS256": ("RSA", None),
+}
+# A JWKS with a few keys is a few KiB (an RSA-4096 key is about 800 bytes).
+JWKS_MAX_BYTES: Final = 64 * 1024
+
+
+def key_fits(jwk: dict[str, Any], algorithm: str) -> bool:
+    """Whether the JWK can verify `algorithm`: its `kty` (and `crv`), its `alg` if it names one,
+    and its `key_ops` if it lists them (RFC 7517 §4.3), the way jose picks a key without `kid`."""
+    kty, curves = _KEY_TYPES[algorithm]
+    if jwk.get("kty") != kty:
+        return False
+    crv = jwk.get("crv")  # anything JSON can hold: a list here is unhashable
+    if curves is not None and not (isinstance(crv, str) and crv in curves):
+        return False
+    if jwk.get("alg") not in (None, algorithm):
+        return False
+    ops = jwk.get("key_ops")
+    return ops is None or (isinstance(ops, list) and "verify" in ops)
+
+
+def _signing_keys(document: object) -> tuple[dict[str, Any], ...]:
+    """The signature keys of a JWKS document (RFC 7517 §5), with or without `kid`.
+
+    Raises ValueError when the document is not a JWKS.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document (no `keys` array)")
+    return tuple(
+        k for k in document["keys"] if isinstance(k, dict) and k.get("use", "sig") == "sig"
+    )
+
+
 class JWKSCache:
     """Better Auth's public keys, fetched with httpx (never blocking the loop) and cached.
 
-    An unknown `kid` triggers a refetch, at most once per `min_refresh` seconds, so a flood of
-    tokens with random `kid`s costs at most one fetch per interval. A failed fetch keeps the
-    keys it had and is logged; the tokens that need a missing key get 401. Keys older than
-    `max_age` are re-read in the background (the request is not held up), so that a key
-    removed from the JWKS (revoked) stops verifying without a restart.
+    Contract, "Authentication and ownership" and "Running many instances":
+    - An unknown `kid` (or a token without `kid` that no key fits) triggers a refetch, at
+      most once per `min_refresh` seconds, so a flood of random `kid`s costs at most one
+      fetch per interval.
+    - Every fetch has one overall deadline of `timeout` seconds (connect, headers and the
+      whole body; httpx's own timeouts apply per read, so a server that drips its body one
+      byte at a time would otherwise hold the fetch for as long as it likes) and reads at
+      most `max_bytes` bytes.
+    - Single flight: concurrent refreshes share the fetch in flight; each waiter waits at most
+      until that fetch's deadline. No lock is held across the network I/O, and a token whose
+      key is cached never waits for a fetch.
+    - A failed fetch keeps the keys it had and is logged (`jwks_fetch_failed`); the tokens that
+      need a missing key get 401. Keys older than `max_age` seconds are re-read in the
+      background (the request is not held up), so that a key removed from the JWKS (revoked)
+      stops verifying without a restart.
     """
 
     def __init__(
@@ -87,77 +142,160 @@ class JWKSCache:
         min_refresh: float = 5.0,
         timeout: float = 3.0,
         max_age: float = 300.0,
+        max_bytes: int = JWKS_MAX_BYTES,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url
-        self._min_refresh = min_refresh
+        self.timeout = timeout
         self.max_age = max_age
-        self._fetched_at = float("-inf")
-        self._background: asyncio.Task[None] | None = None
+        self._min_refresh = min_refresh
+        self._max_bytes = max_bytes
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
-        self._keys: dict[str, dict[str, Any]] = {}
-        self._parsed: dict[tuple[str, str], jwt.PyJWK] = {}
+        self._keys: tuple[dict[str, Any], ...] = ()
+        self._by_kid: dict[str, list[int]] = {}
+        # (index in _keys, algorithm) -> the parsed key, or None when it does not parse.
+        self._parsed: dict[tuple[int, str], jwt.PyJWK | None] = {}
+        self._fetched_at = float("-inf")
         self._last_attempt = float("-inf")
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
+        self._deadline = 0.0  # loop time at which the fetch in flight gives up
         self.fetches = 0
 
+    @property
+    def refreshing(self) -> bool:
+        """A fetch is in flight."""
+        return self._inflight is not None and not self._inflight.done()
+
     async def aclose(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        if self._inflight is not None:
+            self._inflight.cancel()
+            await asyncio.wait({self._inflight}, timeout=self.timeout)
         await self._client.aclose()
 
+    def _start(self, *, force: bool) -> asyncio.Task[None] | None:
+        """The fetch in flight, else a new one; None when the last attempt is too recent."""
+        if self._inflight is not None and not self._inflight.done():
+            return self._inflight
+        now = time.monotonic()
+        if not force and now - self._last_attempt < self._min_refresh:
+            return None
+        self._last_attempt = now
+        self._deadline = asyncio.get_running_loop().time() + self.timeout
+        self._inflight = asyncio.create_task(self._fetch(self._deadline), name="jwks-fetch")
+        return self._inflight
+
     async def refresh(self, *, force: bool = False) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last_attempt < self._min_refresh:
-                return
-            self._last_attempt = now
-            self.fetches += 1
+        """Fetch the JWKS, or join the fetch in flight; return by that fetch's deadline.
+
+        `force` ignores `min_refresh` (the warm-up at start). Never raises for a failed fetch.
+        """
+        task = self._start(force=force)
+        if task is None:
+            return
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        # asyncio.wait neither cancels the shared fetch when this waiter is cancelled (a client
+        # that went away) nor raises its outcome: the fetch logs its own failure.
+        await asyncio.wait({task}, timeout=max(remaining, 0.0))
+
+    async def _fetch(self, deadline: float) -> None:
+        self.fetches += 1
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout_at(deadline):
+                body = await self._download()
+            keys = _signing_keys(json.loads(body))
+        except TimeoutError:
+            log.warning(
+                "jwks_fetch_failed",
+                url=self.url,
+                error=f"no complete answer within {self.timeout:g}s",
+            )
+            return
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, UnicodeDecodeError) as exc:
+            log.warning("jwks_fetch_failed", url=self.url, error=f"{type(exc).__name__}: {exc}")
+            return
+        by_kid: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            if "kid" in key:
+                by_kid.setdefault(str(key["kid"]), []).append(index)
+        # Replaced together, with no await in between: a reader never sees a mix.
+        self._keys, self._by_kid, self._parsed = keys, by_kid, {}
+        self._fetched_at = time.monotonic()
+        log.info(
+            "jwks_fetched",
+            url=self.url,
+            kids=sorted(by_kid),
+            keys=len(keys),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    async def _download(self) -> bytes:
+        """The response body, at most `max_bytes` bytes; raises httpx errors or JWKSTooLarge."""
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        async with self._client.stream("GET", self.url, headers=headers) as response:
+            response.raise_for_status()
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise JWKSTooLarge(f"Content-Length {declared} > {self._max_bytes} bytes")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise JWKSTooLarge(f"body over {self._max_bytes} bytes")
+            return bytes(body)
+
+    def _parse(self, index: int, algorithm: str) -> jwt.PyJWK | None:
+        cache_key = (index, algorithm)
+        if cache_key not in self._parsed:
             try:
-                response = await self._client.get(self.url, headers={"Accept": "application/json"})
-                response.raise_for_status()
-                document = response.json()
-                keys = {
-                    str(k["kid"]): k
-                    for k in document["keys"]
-                    if isinstance(k, dict) and "kid" in k and k.get("use", "sig") == "sig"
-                }
-            except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError) as exc:
-                log.warning("jwks_fetch_failed", url=self.url, error=f"{type(exc).__name__}: {exc}")
-                return
-            self._keys = keys
-            self._fetched_at = now
-            self._parsed = {}
-            log.info("jwks_fetched", url=self.url, kids=sorted(keys))
+                self._parsed[cache_key] = jwt.PyJWK(self._keys[index], algorithm=algorithm)
+            except (jwt.PyJWKError, jwt.InvalidKeyError):
+                # InvalidKeyError too: a malformed key in the JWKS was a 500.
+                self._parsed[cache_key] = None
+        return self._parsed[cache_key]
+
+    def _candidates(self, kid: str | None, algorithm: str) -> list[jwt.PyJWK]:
+        """The usable keys for `algorithm`: among those named `kid`, or among all without one."""
+        indices = range(len(self._keys)) if kid is None else self._by_kid.get(kid, [])
+        found = []
+        for index in indices:
+            if key_fits(self._keys[index], algorithm):
+                parsed = self._parse(index, algorithm)
+                if parsed is not None:
+                    found.append(parsed)
+        return found
 
     async def key_for(self, kid: object, algorithm: str) -> jwt.PyJWK:
-        if not isinstance(kid, str) or not kid:
-            raise AuthError("missing_kid")
-        if kid not in self._keys:
+        """The key that verifies a token with this `kid` header (None: absent) and `alg`.
+
+        With a `kid`, the JWKS keys of that `kid`; without, every key: exactly one of them must
+        fit `alg` (contract: "A token without `kid` is verified when exactly one JWKS key fits
+        its `alg`"). Raises AuthError (401) otherwise. Waits for a fetch (at most `timeout`
+        seconds) only when no cached key could do.
+        """
+        if kid is not None and (not isinstance(kid, str) or not kid):
+            raise AuthError("malformed_kid")
+        if time.monotonic() - self._fetched_at > self.max_age:
+            self._start(force=False)  # in the background: this request is not held up
+        candidates = self._candidates(kid, algorithm)
+        if not candidates and (kid is None or kid not in self._by_kid):
             await self.refresh()
-        elif time.monotonic() - self._fetched_at > self.max_age and (
-            self._background is None or self._background.done()
-        ):
-            self._background = asyncio.create_task(self.refresh())
-        jwk = self._keys.get(kid)
-        if jwk is None:
+            candidates = self._candidates(kid, algorithm)
+        if len(candidates) == 1:
+            return candidates[0]
+        if kid is not None and kid not in self._by_kid:
             raise AuthError("unknown_kid")
-        # A key that names its algorithm is only ever used with that algorithm.
-        if jwk.get("alg") not in (None, algorithm):
-            raise AuthError("algorithm_mismatch")
-        parsed = self._parsed.get((kid, algorithm))
-        if parsed is None:
-            try:
-                parsed = jwt.PyJWK(jwk, algorithm=algorithm)
-            except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-                # InvalidKeyError too: a key that does not fit the token's `alg` (an EC key for
-                # EdDSA, when the JWKS names no `alg`) or a malformed key was a 500.
-                raise AuthError("unusable_key") from exc
-            self._parsed[(kid, algorithm)] = parsed
-        return parsed
+        raise AuthError("no_fitting_key" if not candidates else "ambiguous_key")
 
 
 class TokenVerifier:
+    """Verifies a bearer token and returns its Principal; every refusal is an AuthError (401).
+
+    `secret` (UTF-8) must be at least 32 bytes (RFC 7518 §3.2; ValueError otherwise, which
+    Settings already refuses at start-up); HS384 and HS512 tokens are accepted only when it is
+    at least 48 and 64 bytes, the length of their hash output.
+    """
+
     def __init__(
         self,
         *,
@@ -167,7 +305,10 @@ class TokenVerifier:
         audience: str | None = None,
         leeway: int = 30,
     ) -> None:
+        if secret is not None and len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+            raise ValueError(f"the HMAC secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
+        self._secret_bytes = 0 if secret is None else len(secret.encode("utf-8"))
         self.jwks = jwks
         self._issuer = issuer
         self._audience = audience
@@ -188,6 +329,9 @@ class TokenVerifier:
             # HMAC is only ever checked against the shared secret, never a public key.
             if self._secret is None:
                 raise AuthError("hmac_not_configured")
+            if self._secret_bytes < HMAC_MIN_SECRET_BYTES[algorithm]:
+                # RFC 7518 §3.2: a key shorter than the hash output is not accepted for it.
+                raise AuthError("secret_too_short_for_alg")
             key = self._secret
         elif algorithm in JWKS_ALGORITHMS:
             if self.jwks is None:

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import jwt
 import structlog
@@ -27,13 +27,19 @@ DATA_DIR: Final = Path(os.environ.get("TASKS_API_DATA_DIR", ".data"))
 EXIT_CONFIG: Final = 2
 
 
-def _fail(message: str, code: int = EXIT_CONFIG) -> None:
+def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    """Print one line `tasks-api: <message>` on stderr and exit with `code` (2: configuration)."""
     print(f"tasks-api: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
 def _embedded_secret() -> str:
-    """Generated once and kept beside the embedded data, so `token` and `serve` agree."""
+    """Generated once and kept beside the embedded data, so `token` and `serve` agree.
+
+    48 random bytes, 64 URL-safe characters: above the 32 bytes RFC 7518 §3.2 asks of an
+    HS256 key, and long enough for HS512 too. A shorter file (edited by hand) is refused by
+    `check_auth_configured` like a short BETTER_AUTH_SECRET.
+    """
     path = DATA_DIR / "dev-secret"
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,6 @@ def resolve_settings(*, start_embedded: bool = True) -> Settings:
         settings = load_settings()
     except ConfigError as exc:
         _fail(str(exc))
-        raise  # unreachable; for the type checker
     updates: dict[str, Any] = {}
     if settings.database_url is None:
         if start_embedded and importlib.util.find_spec("pgserver") is None:
@@ -108,7 +113,6 @@ def _prepare(settings: Settings) -> list[int]:
         _fail(str(exc), code=1)
     except MigrationError as exc:
         _fail(f"migration failed: {exc}", code=1)
-    return []
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -166,7 +170,6 @@ def cmd_token(args: argparse.Namespace) -> None:
     settings = resolve_settings(start_embedded=False)
     if settings.better_auth_secret is None:
         _fail("invalid configuration: BETTER_AUTH_SECRET is required to sign a token")
-    assert settings.better_auth_secret is not None
     now = int(time.time())
     claims: dict[str, Any] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
     if args.name:

@@ -5,11 +5,34 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Final, Self
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output, in bytes.
+HMAC_MIN_SECRET_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+MIN_SECRET_BYTES: Final = HMAC_MIN_SECRET_BYTES["HS256"]
+# RFC 7519 §4.1.4 allows "a few minutes" of leeway; more keeps expired tokens alive (Better
+# Auth's last 15 minutes).
+MAX_LEEWAY_SECONDS: Final = 300
+# A body is read into memory whole before it is parsed: each concurrent request may hold this.
+MAX_BODY_BYTES_LIMIT: Final = 1024 * 1024
+
+
+def check_secret_length(secret: str) -> None:
+    """Raise ValueError when `secret` (UTF-8) is shorter than RFC 7518 §3.2 allows for HS256.
+
+    A `.env` line such as `BETTER_AUTH_SECRET=Xy7kq9 #Lm2p` (an unquoted ` #` starts a
+    comment) silently leaves a 6-byte key: refusing it is the only safe answer.
+    """
+    size = len(secret.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_BYTES} bytes, got {size} (RFC 7518 section 3.2: an "
+            "HMAC key at least as long as the hash output; HS384 needs 48, HS512 64)"
+        )
 
 
 class PreparedStatements(StrEnum):
@@ -86,7 +109,46 @@ class Settings(BaseSettings):
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value() == "":
             return None
+        check_secret_length(value.get_secret_value())
         return value
+
+    # Values valid in form but unsafe: refused like a malformed one (exit 2, one line).
+
+    @field_validator("jwt_leeway_seconds")
+    @classmethod
+    def _check_leeway(cls, value: int) -> int:
+        if value > MAX_LEEWAY_SECONDS:
+            raise ValueError(
+                f"must be at most {MAX_LEEWAY_SECONDS} seconds (RFC 7519 section 4.1.4: a few "
+                "minutes); more keeps expired tokens valid"
+            )
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _check_body_limit(cls, value: int) -> int:
+        if value > MAX_BODY_BYTES_LIMIT:
+            raise ValueError(
+                f"must be at most {MAX_BODY_BYTES_LIMIT} bytes: a body is held in memory whole"
+            )
+        return value
+
+    @field_validator("better_auth_url", "better_auth_jwks_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_pool_bounds(self) -> Self:
+        """Every Settings, however built, has a pool that psycopg_pool can open."""
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        return self
 
     @property
     def jwks_url(self) -> str | None:
@@ -136,13 +198,13 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = str(first["loc"][0]).upper() if first["loc"] else "SETTINGS"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a model validator: its message names the variables itself
+            raise ConfigError(f"invalid configuration: {message}") from None
+        loc = str(first["loc"][0]).upper()
         if loc in ("DATABASE_URL", "NEON_DB_URL"):
             loc = "NEON_DB_URL/DATABASE_URL"
-        message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"invalid configuration: {loc}: {message}") from None
-    if settings.db_pool_min > settings.db_pool_max:
-        raise ConfigError("invalid configuration: DB_POOL_MIN must not exceed DB_POOL_MAX")
     return settings
 
 
@@ -152,9 +214,18 @@ def get_settings() -> Settings:
 
 
 def check_auth_configured(settings: Settings) -> None:
-    """Without a secret or a JWKS no token could ever verify: refuse to start."""
+    """Refuse to start (ConfigError) when no token could ever verify, or the secret is short.
+
+    The length is checked here again because `model_copy(update=...)` (the CLI's embedded
+    development secret) does not run the field validators.
+    """
     if settings.better_auth_secret is None and settings.jwks_url is None:
         raise ConfigError(
             "invalid configuration: BETTER_AUTH_SECRET is required "
             "(or BETTER_AUTH_URL / BETTER_AUTH_JWKS_URL for Better Auth's JWKS)"
         )
+    if settings.better_auth_secret is not None:
+        try:
+            check_secret_length(settings.better_auth_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: BETTER_AUTH_SECRET: {exc}") from None

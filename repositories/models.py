@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import StrictBool, field_serializer, field_validator
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Text, func
+from sqlalchemy import BigInteger, Column, Computed, DateTime, ForeignKey, Index, Text, func
 from sqlmodel import Field, SQLModel
 
 TITLE_MAX = 200
@@ -81,6 +81,16 @@ class Task(SQLModel, table=True):
     )
     updated_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    # sort=title's key: the title after Unicode full case folding, compared by code point
+    # (migration 0002); written by the database, never by the service.
+    title_key: str | None = Field(
+        default=None,
+        sa_column=Column(
+            Text(collation="C"),
+            Computed("task_title_key(title)", persisted=True),
+            nullable=False,
+        ),
     )
 
 

@@ -47,8 +47,16 @@ STATUS_FILTERS: Final[dict[str, LiteralString]] = {
 ORDERINGS: Final[dict[tuple[str, str], tuple[LiteralString, LiteralString]]] = {
     ("created", "asc"): ("created_at ASC, id ASC", "page.created_at ASC, page.id ASC"),
     ("created", "desc"): ("created_at DESC, id DESC", "page.created_at DESC, page.id DESC"),
-    ("title", "asc"): ("lower(title) ASC, id ASC", "lower(page.title) ASC, page.id ASC"),
-    ("title", "desc"): ("lower(title) DESC, id DESC", "lower(page.title) DESC, page.id DESC"),
+    # title_key: the case-folded title (migration 0002), compared by code point whatever the
+    # database's locale; ties by id.
+    ("title", "asc"): (
+        'title_key COLLATE "C" ASC, id ASC',
+        'page.title_key COLLATE "C" ASC, page.id ASC',
+    ),
+    ("title", "desc"): (
+        'title_key COLLATE "C" DESC, id DESC',
+        'page.title_key COLLATE "C" DESC, page.id DESC',
+    ),
 }
 
 

@@ -253,7 +253,8 @@ podman image inspect --format '{{json .Config.Cmd}}' "$SMOKE_IMAGE" |
 NOURL_CONTAINER="$CONTAINER-nourl"
 STARTED_CONTAINERS+=("$NOURL_CONTAINER")
 set +e
-nourl_err="$(podman run --name "$NOURL_CONTAINER" --network host -e BETTER_AUTH_SECRET=x \
+nourl_err="$(podman run --name "$NOURL_CONTAINER" --network host \
+  -e BETTER_AUTH_SECRET=a-placeholder-of-more-than-32-bytes \
   "$SMOKE_IMAGE" tasks-api migrate 2>&1 >/dev/null | grep -v 'systemd connection')"
 
 nourl_status="$(podman inspect --format '{{.State.ExitCode}}' "$NOURL_CONTAINER")"

@@ -30,7 +30,8 @@ SELECT total.n AS total, page.id, page.user_id, page.title, page.description, pa
        page.created_at, page.updated_at
 FROM (SELECT count(*) AS n FROM tasks WHERE user_id = %(user_id)s {status}) AS total
 LEFT JOIN LATERAL (
-    SELECT id, user_id, title, description, completed, created_at, updated_at
+    -- title_key only for {page_order}: the outer SELECT does not return it.
+    SELECT id, user_id, title, description, completed, created_at, updated_at, title_key
     FROM tasks
     WHERE user_id = %(user_id)s {status}
     ORDER BY {order}

@@ -11,6 +11,7 @@ import httpx
 import jwt
 import pytest
 
+from repositories.migrations import discover
 from tests.support import ROOT, SECRET, free_port, stop_process, wait_http
 
 _CONFIG_VARS = (
@@ -66,7 +67,8 @@ def test_token_prints_an_hs256_token_that_verifies(tmp_path: Path) -> None:
 def test_migrate_twice_is_a_no_op(tmp_path: Path, empty_database: str) -> None:
     first = _cli(tmp_path, "migrate", DATABASE_URL=empty_database, BETTER_AUTH_SECRET=SECRET)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip().splitlines()[-1] == "applied: 1"
+    versions = ", ".join(str(m.version) for m in discover())
+    assert first.stdout.strip().splitlines()[-1] == f"applied: {versions}"
     second = _cli(tmp_path, "migrate", DATABASE_URL=empty_database, BETTER_AUTH_SECRET=SECRET)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip().splitlines()[-1] == "schema is up to date"
@@ -150,3 +152,53 @@ def test_serve_without_a_database_url_starts_the_embedded_postgres(tmp_path: Pat
         log.close()
     output = (tmp_path / "serve.log").read_text(errors="replace")
     assert "embedded development PostgreSQL" in output and "development only" in output
+
+
+# --- RFC 7518 §3.2: an HMAC secret at least as long as the hash output ---------------------
+
+
+def _one_config_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("size", [6, 31])
+def test_a_secret_shorter_than_32_bytes_refuses_to_start(tmp_path: Path, size: int) -> None:
+    for command in (("token", "alice"), ("migrate",)):
+        result = _cli(
+            tmp_path,
+            *command,
+            DATABASE_URL="postgresql://postgres@127.0.0.1:1/never-reached",
+            DB_STARTUP_TIMEOUT="1",
+            BETTER_AUTH_SECRET="k" * size,
+        )
+        line = _one_config_line(result)
+        assert "BETTER_AUTH_SECRET" in line and "RFC 7518" in line and "32 bytes" in line, line
+        assert "k" * size not in line  # the secret itself is never echoed
+
+
+def test_a_secret_of_32_bytes_is_accepted(tmp_path: Path) -> None:
+    result = _cli(tmp_path, "token", "alice", BETTER_AUTH_SECRET="k" * 32)
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), "k" * 32, algorithms=["HS256"])["sub"] == "alice"
+
+
+def test_a_dotenv_comment_that_cuts_the_secret_short_refuses_to_start(tmp_path: Path) -> None:
+    """The seen case: an unquoted ` #` in `.env` starts a comment and leaves a 6-byte key."""
+    (tmp_path / ".env").write_text("BETTER_AUTH_SECRET=Xy7kq9 #Lm2pQr8sTu3vWx4yZa5bCd6eFg7h\n")
+    line = _one_config_line(_cli(tmp_path, "token", "alice"))
+    assert "BETTER_AUTH_SECRET" in line and "got 6" in line, line
+
+
+def test_the_embedded_dev_secret_is_long_enough_and_a_short_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    made = _cli(tmp_path, "token", "alice")
+    assert made.returncode == 0, made.stderr
+    generated = (tmp_path / ".data" / "dev-secret").read_text().strip()
+    assert len(generated.encode()) >= 64  # enough for HS512 as well
+    (tmp_path / ".data" / "dev-secret").write_text("short")
+    line = _one_config_line(_cli(tmp_path, "token", "alice"))
+    assert "BETTER_AUTH_SECRET" in line and "RFC 7518" in line, line

@@ -110,7 +110,7 @@ async def test_filters_combine_with_every_sort_and_order(
                     if status == "all" or (t["id"] == tasks[1]["id"]) == (status == "completed")
                 ]
                 key = (
-                    (lambda t: (str(t["title"]).lower(), t["id"]))
+                    (lambda t: (str(t["title"]).casefold(), t["id"]))
                     if sort == "title"
                     else (lambda t: t["id"])
                 )

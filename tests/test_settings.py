@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
-from api.settings import ConfigError, PreparedStatements, Settings, check_auth_configured
+from api.settings import (
+    ConfigError,
+    PreparedStatements,
+    Settings,
+    check_auth_configured,
+    load_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +86,77 @@ def test_a_secret_or_a_jwks_is_required() -> None:
     # An empty secret is no secret.
     with pytest.raises(ConfigError):
         check_auth_configured(_settings(better_auth_secret=""))
+
+
+# --- values valid in form but unsafe: refused like malformed ones ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "accepted"),
+    [
+        ("k" * 6, False),
+        ("k" * 31, False),
+        ("k" * 32, True),
+        ("\u00e9" * 15, False),  # 15 characters, 30 bytes: bytes are what counts
+        ("\u00e9" * 16, True),  # 16 characters, 32 bytes
+    ],
+    ids=["6 bytes", "31 bytes", "32 bytes", "30 bytes in 15 chars", "32 bytes in 16 chars"],
+)
+def test_the_secret_must_be_at_least_32_bytes(secret: str, accepted: bool) -> None:
+    """RFC 7518 section 3.2: an HS256 key at least as long as the hash output (32 bytes)."""
+    if accepted:
+        assert _settings(better_auth_secret=secret).better_auth_secret is not None
+        return
+    with pytest.raises(ValidationError, match="at least 32 bytes") as caught:
+        _settings(better_auth_secret=secret)
+    assert caught.value.errors()[0]["loc"] == ("better_auth_secret",)
+
+
+def test_a_short_secret_set_after_validation_is_still_refused() -> None:
+    """model_copy(update=...) skips validators: check_auth_configured checks the length again."""
+    settings = _settings(better_auth_url="http://localhost:3000")
+    short = settings.model_copy(update={"better_auth_secret": SecretStr("k" * 31)})
+    with pytest.raises(ConfigError, match="BETTER_AUTH_SECRET: must be at least 32 bytes"):
+        check_auth_configured(short)
+
+
+def test_pool_min_above_max_is_refused_by_every_settings() -> None:
+    with pytest.raises(ValidationError, match="DB_POOL_MIN must not exceed DB_POOL_MAX"):
+        _settings(db_pool_min=5, db_pool_max=4)
+    assert _settings(db_pool_min=4, db_pool_max=4).db_pool_max == 4
+
+
+def test_load_settings_names_the_pool_bounds_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_MIN", "11")
+    monkeypatch.setenv("DB_POOL_MAX", "10")
+    monkeypatch.chdir("/")  # no .env
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "invalid configuration: DB_POOL_MIN must not exceed DB_POOL_MAX"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"jwt_leeway_seconds": 301}, "at most 300 seconds"),
+        ({"max_body_bytes": 1024 * 1024 + 1}, "at most 1048576 bytes"),
+        ({"better_auth_url": "localhost:3000"}, "http:// or https://"),
+        ({"better_auth_jwks_url": "file:///etc/keys.json"}, "http:// or https://"),
+        ({"better_auth_url": "http://"}, "with a host"),
+    ],
+    ids=["leeway", "body limit", "auth url without scheme", "jwks file url", "url without host"],
+)
+def test_unsafe_values_are_refused(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _settings(**values)
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    settings = _settings(
+        jwt_leeway_seconds=300,
+        max_body_bytes=1024 * 1024,
+        better_auth_url="https://auth.example.com",
+        better_auth_jwks_url="http://127.0.0.1:3000/api/auth/jwks",
+    )
+    assert settings.jwt_leeway_seconds == 300
+    assert settings.jwks_url == "http://127.0.0.1:3000/api/auth/jwks"

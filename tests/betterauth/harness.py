@@ -87,6 +87,10 @@ class BetterAuth:
     def revoke(self) -> None:
         httpx.post(self.base_url + "/__harness/revoke", timeout=10).raise_for_status()
 
+    def drop_kids(self) -> None:
+        """The stored keys lose their ids: the JWKS and new tokens have no `kid` from now on."""
+        httpx.post(self.base_url + "/__harness/drop-kids", timeout=10).raise_for_status()
+
     def sign(self, payload: dict[str, Any]) -> str:
         """Better Auth's own signJWT with its current key (for claims a session never gets)."""
         response = httpx.post(

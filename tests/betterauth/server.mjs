@@ -14,6 +14,9 @@
 //   POST /__harness/revoke  delete the keys: unpublished at once; the next token gets a new key
 //   POST /__harness/sign    body {"payload": {...}}: Better Auth's own signJWT (same key), e.g. to
 //                           make an already-expired token
+//   POST /__harness/drop-kids  remove the id of every stored key, as a database adapter that does
+//                           not return ids does (`generateId: false`): the JWKS then lists keys
+//                           without `kid`, and tokens are signed without `kid`
 import http from "node:http";
 import crypto from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -88,6 +91,10 @@ async function harness(req, res, path) {
     // A compromised key is deleted outright: no longer published, no grace period.
     const revoked = db.jwks.splice(0, db.jwks.length).map((k) => k.id);
     return sendJson(res, 200, { revoked });
+  }
+  if (req.method === "POST" && path === "/__harness/drop-kids") {
+    for (const key of db.jwks) delete key.id;
+    return sendJson(res, 200, { keys: db.jwks.length });
   }
   if (req.method === "POST" && path === "/__harness/sign") {
     const body = await readJson(req);

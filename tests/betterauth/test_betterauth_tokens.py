@@ -29,7 +29,7 @@ async def wait_for_warm_fetch(app: FastAPI, timeout: float = 5.0) -> None:
     """The lifespan starts a JWKS fetch in the background; wait for it to be done."""
     jwks = app.state.verifier.jwks
     deadline = time.monotonic() + timeout
-    while jwks.fetches < 1 or jwks._lock.locked():
+    while jwks.fetches < 1 or jwks.refreshing:
         assert time.monotonic() < deadline, "the JWKS warm-up fetch never ran"
         await asyncio.sleep(0.02)
 
@@ -265,9 +265,36 @@ async def test_a_key_removed_from_the_jwks_stops_verifying_without_restart(
             fetches = jwks.fetches
             assert (await client.get(path, headers=bearer(old_token))).status_code == 200
             deadline = time.monotonic() + 5
-            while jwks.fetches == fetches or jwks._lock.locked():
+            while jwks.fetches == fetches or jwks.refreshing:
                 assert time.monotonic() < deadline, "no background JWKS refresh"
                 await asyncio.sleep(0.02)
             revoked = await client.get(path, headers=bearer(old_token))
             assert revoked.status_code == 401, revoked.text
             assert (await client.get(path, headers=bearer(new_token))).status_code == 200
+
+
+async def test_a_jwks_and_tokens_without_kid_from_real_better_auth(database_url: str) -> None:
+    """Issue 11.8, contract "A token without `kid` is verified when exactly one JWKS key fits
+    its `alg`": Better Auth with keys stored without id publishes them and signs without `kid`."""
+    with better_auth("EdDSA") as server:
+        user = server.sign_up()
+        server.token(user)  # Better Auth creates its first key pair on first use
+        server.drop_kids()
+        kidless = server.token(user)
+        assert "kid" not in jwt.get_unverified_header(kidless)
+        assert ["kid" in k for k in server.jwks()["keys"]] == [False]
+        path = f"/api/{user.id}/tasks"
+        async with api(
+            database_url, better_auth_url=server.base_url, jwks_min_refresh_seconds=0.0
+        ) as (client, app):
+            await wait_for_warm_fetch(app)
+            assert (await client.get(path, headers=bearer(kidless))).status_code == 200
+            # A second key, also without kid: the token no longer names one key. 401.
+            server.rotate()
+            server.token(user)  # signed by a new key pair
+            server.drop_kids()
+            published = [("kid" in k, k["kty"]) for k in server.jwks()["keys"]]
+            assert published == [(False, "OKP"), (False, "OKP")]
+            await app.state.verifier.jwks.refresh(force=True)
+            response = await client.get(path, headers=bearer(kidless))
+            assert response.status_code == 401, response.text
