@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import JWKSCache, TokenVerifier
 from api.errors import error_response, install_error_handlers
+from api.routes.docs import router as docs_router
 from api.routes.tasks import router as tasks_router
 from api.settings import Settings, check_auth_configured, get_settings
 from observability.http import instrument_app
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Multi-user tasks for a Next.js + Better Auth frontend.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by api/routes/docs.py
+        redoc_url=None,
     )
     app.state.settings = settings
     jwks_url = settings.jwks_url
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(tasks_router)
+    app.include_router(docs_router)
 
     expected = latest_version()  # the files do not change while the process runs
 
