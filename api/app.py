@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Multi-user tasks for a Next.js + Better Auth frontend.",
         lifespan=lifespan,
         docs_url=None,  # served offline by api/routes/docs.py
-        redoc_url=None,
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN: not offline
     )
     app.state.settings = settings
     jwks_url = settings.jwks_url

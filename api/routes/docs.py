@@ -1,10 +1,13 @@
-"""/docs (Swagger UI) and /redoc with assets served by the service itself, so they work offline.
+"""/docs (Swagger UI) with its assets served by the service itself, so it works offline.
 
-FastAPI's default pages load Swagger UI and ReDoc from a CDN (and ReDoc Google Fonts), so they
-are blank without internet. This follows FastAPI's self-hosting recipe ("Custom Docs UI Static
-Assets": `docs_url=None`, `get_swagger_ui_html(swagger_js_url=…, swagger_css_url=…)`), with the
-files shipped in the `fastapi-offline` wheel (Swagger UI 5, which renders OpenAPI 3.1, and the
-ReDoc standalone bundle). Contract: "Service endpoints", `/docs` working without internet.
+FastAPI's default pages load Swagger UI and ReDoc from a CDN, so they are blank without
+internet. This follows FastAPI's self-hosting recipe ("Custom Docs UI Static Assets":
+`docs_url=None`, `get_swagger_ui_html(swagger_js_url=…, swagger_css_url=…)`), with the files
+shipped in the `fastapi-offline` wheel (Swagger UI 5, which renders OpenAPI 3.1). Contract:
+"Service endpoints", `/docs` working without internet.
+
+/redoc is not served: the ReDoc bundle fetches its logo from cdn.redoc.ly whatever the page
+says, so it is not offline.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Final
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import (
-    get_redoc_html,
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
@@ -26,7 +28,6 @@ ASSETS_PATH: Final = "/docs/assets"
 ASSETS: Final = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "redoc.standalone.js": "text/javascript; charset=utf-8",
     "favicon.png": "image/png",
 }
 _ASSET_DIR: Final = Path(str(files("fastapi_offline") / "static"))
@@ -61,17 +62,6 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/docs/oauth2-redirect")
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=_openapi_url(request),
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=_asset_url(request, "redoc.standalone.js"),
-        redoc_favicon_url=_asset_url(request, "favicon.png"),
-        with_google_fonts=False,
-    )
 
 
 @router.get(ASSETS_PATH + "/{name}")
