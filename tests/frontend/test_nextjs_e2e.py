@@ -149,7 +149,13 @@ def titles(page: Any) -> list[str]:
 
 
 def wait_state(page: Any, state: str) -> None:
-    page.wait_for_function("s => document.getElementById('state')?.textContent === s", arg=state)
+    try:
+        page.wait_for_function(
+            "s => document.getElementById('state')?.textContent === s", arg=state
+        )
+    except Exception as exc:
+        shown = page.locator("#error").all_text_contents()
+        raise AssertionError(f"page never reached {state!r}; error shown: {shown}") from exc
 
 
 def wait_ready(page: Any) -> None:
