@@ -12,8 +12,11 @@ const baseURL = process.env.BETTER_AUTH_URL ?? "http://localhost:3000";
 function secret(): string {
   const configured = process.env.BETTER_AUTH_SECRET;
   if (configured) return configured;
-  // Sessions are in memory anyway, so a per-process secret loses nothing.
-  console.warn("BETTER_AUTH_SECRET is not set: using a random one (development only)");
+  // Sessions are in memory anyway, so a per-process secret loses nothing. (`next build` also
+  // evaluates this module; it serves nobody, so no warning then.)
+  if (process.env.NEXT_PHASE !== "phase-production-build") {
+    console.warn("BETTER_AUTH_SECRET is not set: using a random one (development only)");
+  }
   return randomBytes(32).toString("hex");
 }
 
