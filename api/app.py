@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import JWKSCache, TokenVerifier
 from api.errors import install_error_handlers
+from api.routes.docs import router as docs_router
 from api.routes.service import router as service_router
 from api.routes.tasks import router as tasks_router
 from api.settings import Settings, check_auth_configured, get_settings
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Multi-user tasks for a Next.js + Better Auth frontend.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by api/routes/docs.py
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN: not offline
     )
     app.state.settings = settings
     jwks_url = settings.jwks_url
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(service_router)
     app.include_router(tasks_router)
+    app.include_router(docs_router)
 
     # Outermost first: request id and access line, then CORS, then metrics (added last below).
     # The body size limit sits on the routes that take a body (api/body.py).

@@ -35,6 +35,20 @@ def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 _TASK_LIST: Final = TypeAdapter(list[TaskPublic])
 
+# Response headers in the OpenAPI document, so that generated clients know them.
+_LIST_HEADERS: Final = {
+    "X-Total-Count": {
+        "description": "Number of tasks matching `status`, present only when `limit` is given",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_CREATE_HEADERS: Final = {
+    "Location": {
+        "description": "Path of the new task: /api/{user_id}/tasks/{id}",
+        "schema": {"type": "string"},
+    }
+}
+
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
@@ -47,7 +61,8 @@ router = APIRouter(
     "",
     response_model=list[TaskPublic],
     summary="List the user's tasks",
-    responses=_documented(422),
+    operation_id="listTasks",
+    responses={200: {"description": "The tasks", "headers": _LIST_HEADERS}, **_documented(422)},
 )
 async def list_tasks(
     user: CurrentUser,
@@ -74,7 +89,11 @@ async def list_tasks(
     response_model=TaskPublic,
     status_code=status.HTTP_201_CREATED,
     summary="Create a task",
-    responses=_documented(400, 422),
+    operation_id="createTask",
+    responses={
+        201: {"description": "The created task", "headers": _CREATE_HEADERS},
+        **_documented(400, 422),
+    },
 )
 async def create_task(
     user: CurrentUser, tasks: TasksDep, body: TaskCreate, response: Response
@@ -91,7 +110,11 @@ async def create_task(
 
 
 @router.get(
-    "/{task_id}", response_model=TaskPublic, summary="Get one task", responses=_documented(404)
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Get one task",
+    operation_id="getTask",
+    responses=_documented(404),
 )
 async def get_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> TaskPublic:
     return await tasks.get_task(user_id=user.sub, task_id=task_id)
@@ -101,6 +124,7 @@ async def get_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> TaskP
     "/{task_id}",
     response_model=TaskPublic,
     summary="Update title and/or description",
+    operation_id="updateTask",
     responses=_documented(400, 404, 422),
 )
 async def update_task(
@@ -114,6 +138,7 @@ async def update_task(
     "/{task_id}/complete",
     response_model=TaskPublic,
     summary='Toggle completion, or set it with {"completed": bool}',
+    operation_id="completeTask",
     responses=_documented(400, 404, 422),
 )
 async def complete_task(
@@ -134,6 +159,7 @@ async def complete_task(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a task",
+    operation_id="deleteTask",
     responses=_documented(404),
 )
 async def delete_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> Response:
