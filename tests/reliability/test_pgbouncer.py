@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from repositories.migrations import migrate
+from repositories.pool import PREPARE_THRESHOLD, build_pool
 from tests.reliability.pg import (
     PgBouncer,
     PgInstance,
@@ -32,7 +33,7 @@ from tests.reliability.pg import (
     port_open,
     private_postgres,
 )
-from tests.reliability.service import service_env
+from tests.reliability.service import serve_until_exit, service_env
 from tests.support import auth, new_user_id, require, running_service
 
 POOL_SIZE = 3  # server connections PgBouncer keeps for the service's client connections
@@ -200,3 +201,54 @@ def test_mixed_load_on_port_6432_loses_nothing(
     backend: PgInstance, bouncer_6432: PgBouncer, tmp_path: Path
 ) -> None:
     _mix_through(backend, bouncer_6432, tmp_path, "mix_6432")
+
+
+def test_prepared_statements_on_behind_pgbouncer_refuses_to_start(
+    backend: PgInstance, bouncer: PgBouncer
+) -> None:
+    """`on` cannot be made safe behind a transaction pooler: one line, exit 2."""
+    db = _migrated_db(backend, "pgb_on")
+    status, stderr, _ = serve_until_exit(
+        service_env(_url(bouncer, db), DB_PREPARED_STATEMENTS="on")
+    )
+    assert status == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "DB_PREPARED_STATEMENTS=on" in lines[0] and "auto" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+async def test_prepares_directly_on_postgresql_and_never_through_pgbouncer(
+    backend: PgInstance, bouncer: PgBouncer, mode: str
+) -> None:
+    """The decision is the server's answer per connection: direct keeps prepared statements
+    (and the server-side statement_timeout); through PgBouncer neither is used."""
+    db = backend.create_database(f"pgb_probe_{mode}")
+    await migrate(backend.url(db), connect_timeout=5)
+    routes = {"direct": backend.url(db), "pgbouncer": _url(bouncer, db)}
+    seen = {}
+    for route, url in routes.items():
+        pool = build_pool(
+            url,
+            min_size=1,
+            max_size=1,
+            timeout=5.0,
+            connect_timeout=5,
+            prepared_statements=mode if route == "direct" else "auto",
+            statement_timeout=3.0,
+        )
+        await pool.open(wait=True, timeout=10)
+        try:
+            for _ in range(PREPARE_THRESHOLD + 1):
+                rows = await pool.execute(
+                    "SELECT current_setting('statement_timeout'), "
+                    "(SELECT count(*) FROM pg_prepared_statements)",
+                    {},
+                    deadline=time.monotonic() + 10,
+                )
+            seen[route] = rows[0]
+        finally:
+            await pool.close()
+    assert seen["direct"] == ("3s", 1), seen
+    assert seen["pgbouncer"][1] == 0, seen
+    assert seen["pgbouncer"][0] != "3s", "a session SET leaked through the pooler"
