@@ -163,7 +163,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         tree, url, requests, prepared = sys.argv[2:6]
         sys.path.insert(0, tree)
-        for name in [m for m in sys.modules if m.split(".")[0] in ("repositories", "observability")]:
+        ours = ("repositories", "observability")
+        for name in [m for m in sys.modules if m.split(".")[0] in ours]:
             del sys.modules[name]
         print(json.dumps(asyncio.run(_worker(url, int(requests), prepared))))
         return

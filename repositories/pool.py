@@ -181,6 +181,12 @@ def _shutdown_socket(conn: AsyncConnection[Any]) -> None:
             sock.close()
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned statement's outcome as seen: the caller reports the deadline."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def _cancel_and_close(conn: AsyncConnection[Any], task: asyncio.Task[Any]) -> None:
     """Cancel the running statement on the server, then close the connection for good.
 
@@ -195,8 +201,9 @@ async def _cancel_and_close(conn: AsyncConnection[Any], task: asyncio.Task[Any])
         await asyncio.wait({task}, timeout=CLOSE_WAIT)
     if not task.done():
         task.cancel()
+        task.add_done_callback(_retrieve)
     else:
-        task.exception()  # retrieved: the caller reports the deadline, not this
+        _retrieve(task)
     with suppress(Exception):
         await conn.close()
 

@@ -221,6 +221,15 @@ def test_pool_exhaustion_answers_within_the_pool_deadline(tmp_path: Path) -> Non
     statuses = {s for s, _, _ in results}
     assert statuses <= {200, 500}, statuses
     assert all(ra for s, _, ra in results if s == 500)
-    slowest = max(t for _, t, _ in results)
-    print(f"statuses {sorted(statuses)}, slowest {slowest:.2f}s")
-    assert slowest <= BOUND + SLACK * 2, f"an answer took {slowest:.2f}s"
+    # The service's own measure of each request (its access log), so that a busy CI machine
+    # starving the test's client threads of CPU does not count against the service.
+    served = [
+        float(e["duration_ms"]) / 1000
+        for e in log_events(tmp_path / "service.log")
+        if e.get("event") == "request" and e.get("route") == "/api/{user_id}/tasks"
+    ]
+    assert len(served) == len(results), (len(served), len(results))
+    print(f"statuses {sorted(statuses)}, slowest served {max(served):.2f}s")
+    assert max(served) <= BOUND + SLACK, f"a request took {max(served):.2f}s in the service"
+    # And as the clients saw it, with room for their own scheduling.
+    assert max(t for _, t, _ in results) <= BOUND + 4 * SLACK

@@ -25,6 +25,7 @@ import pytest
 
 from repositories.migrations import migrate
 from repositories.pool import PREPARE_THRESHOLD, build_pool
+from tests.reliability.load import run_load
 from tests.reliability.pg import (
     PgBouncer,
     PgInstance,
@@ -186,9 +187,13 @@ def _mix_through(pg: PgInstance, pgb: PgBouncer, tmp_path: Path, name: str) -> N
         env.pop(key)
     with running_service(env, log_path=tmp_path / "service.log") as (base, _):
         _run_mix(base, user, mix, MIX_SECONDS)
+        # Every other endpoint too (PUT, both PATCHes, pages), each response checked.
+        crud = run_load(base, workers=4, cycles=3)
     backends = pg.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (db,))
     assert backends[0][0] <= POOL_SIZE, "the load did not go through PgBouncer's pool"
     _check_mix(pg, db, user, mix)
+    assert crud.errors == [], crud.errors[:5]
+    assert crud.ok == 4 * 3 * 9
 
 
 def test_mixed_load_on_a_random_port_loses_nothing(
