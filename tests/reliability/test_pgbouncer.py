@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from repositories.migrations import migrate
-from repositories.pool import PREPARE_THRESHOLD, build_pool
+from repositories.pool import PREPARE_THRESHOLD, build_pool, probe_route
 from tests.reliability.load import run_load
 from tests.reliability.pg import (
     PgBouncer,
@@ -257,3 +258,18 @@ async def test_prepares_directly_on_postgresql_and_never_through_pgbouncer(
     assert seen["direct"] == ("3s", 1), seen
     assert seen["pgbouncer"][1] == 0, seen
     assert seen["pgbouncer"][0] != "3s", "a session SET leaked through the pooler"
+
+
+async def test_pgbouncer_hands_out_a_backend_pid_of_its_own(
+    backend: PgInstance, bouncer: PgBouncer
+) -> None:
+    """The first thing probe_route compares: PgBouncer 1.18's key data is not the server's."""
+    for url, direct in ((backend.url(), True), (_url(bouncer, "postgres"), False)):
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            route = await probe_route(conn, within=5.0)
+        finally:
+            await conn.close()
+        assert route.direct is direct, route
+        if not direct:
+            assert route.reason.startswith("backend pid"), route
