@@ -35,14 +35,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.database_url,
         startup_timeout=settings.db_startup_timeout,
         connect_timeout=settings.db_connect_timeout,
+        prepared_statements=settings.db_prepared_statements,
+        statement_timeout=settings.db_statement_timeout,
     )
     pool = build_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout,
-        prepare_threshold=settings.prepare_threshold,
         connect_timeout=settings.db_connect_timeout,
+        prepared_statements=settings.db_prepared_statements,
+        statement_timeout=settings.db_statement_timeout,
     )
     await pool.open(wait=settings.db_pool_min > 0, timeout=max(settings.db_startup_timeout, 1.0))
     app.state.pool = pool
@@ -56,7 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "service_ready",
         pool_min=settings.db_pool_min,
         pool_max=settings.db_pool_max,
-        prepared_statements=settings.prepare_threshold is not None,
+        prepared_statements=settings.db_prepared_statements,
         jwks=jwks.url if jwks else None,
     )
     try:

@@ -105,6 +105,8 @@ def _prepare(settings: Settings) -> list[int]:
                 settings.database_url,
                 startup_timeout=settings.db_startup_timeout,
                 connect_timeout=settings.db_connect_timeout,
+                prepared_statements=settings.db_prepared_statements,
+                statement_timeout=settings.db_statement_timeout,
             )
         )
     except DatabaseConfigError as exc:

@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=5.0, gt=0.0, le=300.0)
     db_connect_timeout: int = Field(default=5, ge=1, le=300)
     db_startup_timeout: float = Field(default=30.0, ge=0.0, le=3600.0)
+    # `auto` prepares only on connections the server confirms are direct (no pooler); see
+    # repositories/pool.py and README "Running on Neon". `on` refuses to start otherwise.
     db_prepared_statements: PreparedStatements = PreparedStatements.AUTO
+    # Seconds one statement (the checkout check included) may run: contract, "Database faults".
+    db_statement_timeout: float = Field(default=5.0, gt=0.0, le=3600.0)
 
     log_level: str = "INFO"
     log_format: LogFormat | None = None
@@ -157,28 +161,6 @@ class Settings(BaseSettings):
         if self.better_auth_url:
             return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
         return None
-
-    @property
-    def uses_pooler(self) -> bool:
-        """A Neon `-pooler` host or PgBouncer's customary port means transaction pooling."""
-        if not self.database_url:
-            return False
-        parts = urlsplit(self.database_url)
-        host = parts.hostname or ""
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        return "-pooler" in host or port == 6432
-
-    @property
-    def prepare_threshold(self) -> int | None:
-        """psycopg's prepare_threshold: None disables server-side prepared statements."""
-        if self.db_prepared_statements is PreparedStatements.OFF:
-            return None
-        if self.db_prepared_statements is PreparedStatements.AUTO and self.uses_pooler:
-            return None
-        return 5
 
     @property
     def effective_log_format(self) -> LogFormat:

@@ -183,9 +183,7 @@ def _generic(conn: psycopg.Connection[Any], text: str, params: dict[str, Any]) -
 
 async def list_latency(url: str, iterations: int) -> dict[str, list[float]]:
     """Milliseconds per call of TaskRepository.list_tasks for BIG_USER, every variant."""
-    pool = build_pool(
-        url, min_size=1, max_size=1, timeout=10.0, prepare_threshold=5, connect_timeout=5
-    )
+    pool = build_pool(url, min_size=1, max_size=1, timeout=10.0, connect_timeout=5)
     await pool.open(wait=True, timeout=10.0)
     repo = TaskRepository(pool)
     variants = list(LIST_STATEMENTS)

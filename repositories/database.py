@@ -1,4 +1,4 @@
-"""Start-up against the database: wait for it with backoff, then migrate."""
+"""Start-up against the database: wait for it with backoff, migrate, check the route."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ import structlog
 
 from repositories.errors import DatabaseUnavailable, MigrationError
 from repositories.migrations import migrate
+from repositories.pool import (
+    PreparedMode,
+    Route,
+    StatementTimeout,
+    connection_kwargs,
+    probe_route,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -44,19 +51,34 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 async def prepare_database(
-    conninfo: str, *, startup_timeout: float, connect_timeout: int
+    conninfo: str,
+    *,
+    startup_timeout: float,
+    connect_timeout: int,
+    prepared_statements: PreparedMode = "auto",
+    statement_timeout: float = 5.0,
 ) -> list[int]:
-    """Retry until the database answers (within `startup_timeout`), then apply migrations."""
+    """Retry until the database answers (within `startup_timeout`), apply migrations, and
+    check the route to the server; returns the migration versions applied.
+
+    Raises DatabaseConfigError when waiting cannot help: bad credentials or certificate, or
+    `DB_PREPARED_STATEMENTS=on` over a connection the server does not confirm is direct (a
+    transaction pooler would run one request's prepared statement for another: contract,
+    "Database faults"). Raises DatabaseUnavailable after `startup_timeout` seconds.
+    """
     deadline = time.monotonic() + startup_timeout
     delay = 0.25
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await migrate(conninfo, connect_timeout=connect_timeout)
+            applied = await migrate(conninfo, connect_timeout=connect_timeout)
+            route = await check_route(
+                conninfo, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+            )
         except MigrationError:
             raise
-        except psycopg.Error as exc:
+        except (psycopg.Error, StatementTimeout) as exc:
             if is_permanent(exc):
                 raise DatabaseConfigError(_first_line(exc)) from exc
             remaining = deadline - time.monotonic()
@@ -72,6 +94,34 @@ async def prepare_database(
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
+            continue
+        log.info(
+            "database_route",
+            direct=route.direct,
+            prepared_statements=prepared_statements,
+            prepare=prepared_statements != "off" and route.direct,
+            reason=route.reason,
+        )
+        if prepared_statements == "on" and not route.direct:
+            raise DatabaseConfigError(
+                "DB_PREPARED_STATEMENTS=on, but the server does not confirm a direct "
+                f"connection ({route.reason}): behind a transaction pooler a prepared "
+                "statement can run for another request; set DB_PREPARED_STATEMENTS=auto "
+                "(prepares only where the connection is direct) or off"
+            )
+        return applied
+
+
+async def check_route(conninfo: str, *, connect_timeout: int, statement_timeout: float) -> Route:
+    """Whether a connection made like the pool's reaches PostgreSQL with no pooler between."""
+    kwargs = connection_kwargs(
+        prepare_threshold=None, connect_timeout=connect_timeout, statement_timeout=statement_timeout
+    )
+    conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+    try:
+        return await probe_route(conn, within=statement_timeout)
+    finally:
+        await conn.close()
 
 
 def _first_line(exc: BaseException) -> str:

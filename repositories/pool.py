@@ -1,51 +1,368 @@
-"""The psycopg connection pool: one per process, opened and closed in the app's lifespan."""
+"""The psycopg connection pool: one per process, opened and closed in the app's lifespan.
+
+Three jobs beyond psycopg_pool's own (API_CONTRACT.md, "Database faults"):
+
+- **Prepared statements only on a connection the server confirms is direct.** psycopg names
+  prepared statements `_pg3_0`, `_pg3_1`… alike on every client connection. Behind a
+  transaction pooler that does not track them (PgBouncer < 1.21, or any version with
+  `max_prepared_statements = 0`), a name runs on whichever server connection the pooler
+  picked, where it may be another request's statement with the same parameters: a GET ran
+  `delete_task` (issue 10). `probe_route` asks each new connection's server who it is
+  talking to; only when it is us, on this very socket, may the connection prepare.
+- **Every statement has a deadline**, the checkout check included (`execute_bounded`): when
+  it passes, the statement is cancelled on the server and the connection closed, never
+  reused, so a write answered with an error cannot be applied later by a queued query.
+- **The checkout check only where it is needed** (`TasksPool`): a connection used within
+  the last second whose socket has nothing unread is handed out unchecked; one round trip
+  per request in steady state.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import os
+import select
+import socket
+import weakref
+from contextlib import suppress
+from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, Final, LiteralString
 
+import psycopg
+import structlog
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
+log = structlog.get_logger(__name__)
+
+# DB_PREPARED_STATEMENTS: "auto", "on" or "off" (a str, so the settings enum passes as is).
+PreparedMode = str
+Row = tuple[Any, ...]
+
+# psycopg's own default: a statement is prepared on its 5th execution on a connection.
+PREPARE_THRESHOLD: Final = 5
+# A connection returned this recently, with nothing unread on its socket, skips the checkout
+# round trip. HikariCP's aliveBypassWindowMs is 500 ms; a request pair in a busy service is
+# milliseconds apart, so 1 s loses nothing and catches a little more.
+CHECK_BYPASS_SECONDS: Final = 1.0
+# After a deadline: how long the cancel request may take, then how long the statement may
+# take to end after it, before the socket is shut down. Their sum is reserved out of the
+# request's deadline so that the answer still comes within it.
+CANCEL_TIMEOUT: Final = 0.4
+CANCEL_SETTLE: Final = 0.3
+CLOSE_WAIT: Final = 0.2
+CANCEL_BUDGET: Final = CANCEL_TIMEOUT + CANCEL_SETTLE + CLOSE_WAIT
+# Every failure of the database or of the path to it, as opposed to an error of the SQL.
+# "Prepared statement does not exist/already exists" can only mean a pooler swapped the
+# server connection under us: the connection is discarded, never the request's data.
+CONNECTION_FAILURES: Final = (
+    psycopg.OperationalError,  # 08 connection, 53 resources, 57 operator intervention…
+    psycopg.InterfaceError,  # the connection is closed or broken on our side
+    psycopg.errors.InvalidSqlStatementName,  # 26000 prepared statement does not exist
+    psycopg.errors.DuplicatePreparedStatement,  # 42P05 prepared statement already exists
+    psycopg.errors.ProtocolViolation,
+)
+
+_ROUTE_SQL: Final = (
+    "SELECT pg_backend_pid(), inet_server_port(), inet_client_addr(), inet_client_port()"
+)
+_background: set[asyncio.Task[Any]] = set()
+
+
+class StatementTimeout(Exception):
+    """A statement (or the checkout check) did not finish within its deadline; it was
+    cancelled and its connection closed."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the server said about a connection: `direct` means no pooler sits between."""
+
+    direct: bool
+    reason: str
+
 
 def connection_kwargs(
-    *, prepare_threshold: int | None, connect_timeout: int, application_name: str = "tasks-api"
+    *,
+    prepare_threshold: int | None,
+    connect_timeout: int,
+    statement_timeout: float = 5.0,
+    application_name: str = "tasks-api",
 ) -> dict[str, Any]:
-    """Per-connection settings. Autocommit: every repository call is a single statement."""
+    """Per-connection settings (libpq parameters). Autocommit: each call is one statement.
+
+    Keepalives notice a peer that vanished while the connection was idle within about
+    30 + 3 * 5 s; `tcp_user_timeout` (milliseconds, Linux) drops a connection whose sent
+    data stays unacknowledged longer than a statement may run, instead of the kernel's
+    ~15 minutes of retransmissions. Both are ignored on a unix socket.
+    """
     return {
         "autocommit": True,
         "prepare_threshold": prepare_threshold,
         "connect_timeout": connect_timeout,
         "application_name": application_name,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int((statement_timeout + 5.0) * 1000),
     }
 
 
-class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
-    """The pool, minus one delay: a connection that fails its check is replaced at once.
+def _local_endpoint(conn: AsyncConnection[Any]) -> tuple[Any, int] | None:
+    """Our side of the connection's TCP socket as (address, port); None for a unix socket."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return None
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        host, port = sock.getsockname()[:2]
+    finally:
+        sock.close()
+    return _ip(host), int(port)
 
-    psycopg_pool 3.3 sleeps with backoff (1 s, then 2 s, 4 s…) after each connection that
-    fails the checkout check. When Neon suspends (or the server restarts) every idle
-    connection is dead at once, so the first request after it slept through one delay per
-    dead connection and ran out of DB_POOL_TIMEOUT. Dead connections are discarded back to
-    back instead; waiting for a new one still honours the request's deadline.
+
+def _ip(value: Any) -> Any:
+    addr = ipaddress.ip_address(str(value).split("%")[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+async def probe_route(conn: AsyncConnection[Any], *, within: float) -> Route:
+    """Ask the server who it is talking to, and compare with what this connection knows.
+
+    Direct only when all of these hold (one round trip): the backend pid the server reports
+    is the one in the BackendKeyData this connection received at start-up (PgBouncer,
+    Supavisor, pgcat, Odyssey and Neon's proxy hand out keys of their own: checked with
+    PgBouncer 1.18, whose key carried pid 478424759 for backend 12425); and the server sees
+    the client at our socket's own address and port and accepts on the port we dialled
+    (a proxy has a socket of its own). Anything unverifiable, a unix socket included,
+    counts as pooled: the safe side.
+    """
+    rows = await execute_bounded(conn, _ROUTE_SQL, None, within=within, prepare=False)
+    pid, server_port, client_addr, client_port = rows[0]
+    if pid != conn.info.backend_pid:
+        return Route(False, f"backend pid {pid} is not {conn.info.backend_pid} from the key data")
+    if client_addr is None or client_port is None:
+        return Route(False, "not over TCP: the server cannot confirm the peer")
+    local = _local_endpoint(conn)
+    if local is None:
+        return Route(False, "no local TCP endpoint to compare")
+    seen = (_ip(client_addr), int(client_port))
+    if seen != local:
+        return Route(False, f"the server sees the client at {seen}, this socket is {local}")
+    if server_port != conn.info.port:
+        return Route(False, f"the server listens on {server_port}, we dialled {conn.info.port}")
+    return Route(True, "backend pid and both TCP endpoints confirmed by the server")
+
+
+# --- statements with a deadline ---------------------------------------------------------
+
+
+def _shutdown_socket(conn: AsyncConnection[Any]) -> None:
+    """End the TCP/unix connection for the peer at once, without closing our descriptor.
+
+    The event loop may still be watching the descriptor (the statement's wait), so it is
+    not closed under it: `shutdown` makes the peer see end-of-file (PgBouncer then drops a
+    query still queued for a server) and makes our pending read fail at once.
+    """
+    with suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned statement's outcome as seen: the caller reports the deadline."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _cancel_and_close(conn: AsyncConnection[Any], task: asyncio.Task[Any]) -> None:
+    """Cancel the running statement on the server, then close the connection for good.
+
+    Bounded by CANCEL_BUDGET. A cancel request can arrive after the statement finished, so
+    a connection is never reused after one (it could cancel the next statement).
+    """
+    with suppress(Exception):
+        await asyncio.wait_for(conn.cancel_safe(timeout=CANCEL_TIMEOUT), CANCEL_TIMEOUT)
+    await asyncio.wait({task}, timeout=CANCEL_SETTLE)
+    if not task.done():
+        _shutdown_socket(conn)
+        await asyncio.wait({task}, timeout=CLOSE_WAIT)
+    if not task.done():
+        task.cancel()
+        task.add_done_callback(_retrieve)
+    else:
+        _retrieve(task)
+    with suppress(Exception):
+        await conn.close()
+
+
+async def execute_bounded(
+    conn: AsyncConnection[Any],
+    query: LiteralString,
+    params: dict[str, Any] | None,
+    *,
+    within: float,
+    prepare: bool | None = None,
+) -> list[Row]:
+    """Run one statement; its rows (empty for none). Raises StatementTimeout after `within`
+    seconds (plus at most CANCEL_BUDGET to cancel it and close the connection), or the
+    driver's error.
+
+    The statement runs in a task of its own so that neither the deadline nor a caller's
+    cancellation reaches psycopg's wait: psycopg would then wait up to 5 + 5 s for the
+    server to confirm a cancel, which a silent server (a paused PgBouncer) never does.
+    """
+
+    async def run() -> list[Row]:
+        cur = await conn.execute(query, params, prepare=prepare)
+        return await cur.fetchall() if cur.description is not None else []
+
+    task = asyncio.ensure_future(run())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(within, 0.0))
+    except asyncio.CancelledError:
+        # The caller gave up (e.g. /ready's own 2 s): stop the statement in the background.
+        cleanup = asyncio.ensure_future(_cancel_and_close(conn, task))
+        _background.add(cleanup)
+        cleanup.add_done_callback(_background.discard)
+        raise
+    if done:
+        return task.result()
+    await _cancel_and_close(conn, task)
+    if task.done() and not task.cancelled() and task.exception() is None:
+        # It finished while being cancelled: its result stands (a write did commit), and
+        # reporting it is more truthful than an error the client would retry.
+        return task.result()
+    raise StatementTimeout(f"statement not finished within {within:.2f}s; cancelled")
+
+
+# --- the pool -------------------------------------------------------------------------
+
+
+def _socket_is_quiet(conn: AsyncConnection[Any]) -> bool:
+    """Nothing has arrived on this idle connection (no error message, no end-of-file).
+
+    A terminated backend (Neon's suspend, pg_terminate_backend, a restart) sends FATAL and
+    closes; that makes the socket readable long before a query would find out.
+    """
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
+
+
+class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
+    """psycopg_pool's pool with deadlines on every check, a cheaper checkout, a capped backoff.
+
+    It overrides private methods of psycopg_pool 3.3 (`_getconn_with_check_loop`,
+    `_getconn_unchecked`, `_putconn`, `schedule_task`, `AddConnection`, `MaintenanceTask`);
+    pyproject.toml bounds psycopg-pool to 3.3.x and `tests/test_pool_internals.py` fails
+    when those names or signatures change. Upstream would need, to drop the override:
+    a deadline for the `check` callback (today a check on a silent server blocks a request
+    past `timeout`), a "skip the check if used within N ms" option (HikariCP's
+    aliveBypassWindowMs), a switch for the 1 s, 2 s, 4 s… sleep between failed checks, and
+    a ceiling for the reconnection backoff.
+
+    Connections whose check fails are replaced back to back: psycopg_pool sleeps with backoff
+    after each one, so after Neon's suspend (every idle connection dead at once) the first
+    request slept through one delay per dead connection and ran out of DB_POOL_TIMEOUT.
     """
 
     # Reconnection backs off 1 s, 2 s, 4 s… without a ceiling: after a one-minute outage
     # the next attempt could be a minute away. Attempts keep their backoff, capped here.
     MAX_RECONNECT_DELAY = 2.0
 
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        prepared_statements: PreparedMode = "auto",
+        statement_timeout: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        self.prepared_statements: PreparedMode = prepared_statements
+        self.statement_timeout = statement_timeout
+        self._returned_at: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        super().__init__(conninfo, configure=self._configure_connection, **kwargs)
+
+    async def _configure_connection(self, conn: AsyncConnection[Any]) -> None:
+        """Once per new connection: decide prepared statements and the server-side timeout."""
+        if self.prepared_statements == "off":
+            conn.prepare_threshold = None
+            log.info("db_connection", direct=None, prepared=False, reason="off")
+            return
+        route = await probe_route(conn, within=self.statement_timeout)
+        if route.direct:
+            # Directly on PostgreSQL the server enforces the deadline too, and a cancelled
+            # statement comes back as QueryCanceled. Behind a pooler a session SET would
+            # leak to other clients' transactions, so the client-side deadline alone holds.
+            await execute_bounded(
+                conn,
+                "SELECT set_config('statement_timeout', %(ms)s, false)",
+                {"ms": f"{int(self.statement_timeout * 1000)}"},
+                within=self.statement_timeout,
+                prepare=False,
+            )
+        else:
+            conn.prepare_threshold = None
+            if self.prepared_statements == "on":
+                # Start-up refused this (repositories/database.py); the route changed since.
+                log.error("db_prepared_statements_refused", reason=route.reason)
+        log.info(
+            "db_connection",
+            direct=route.direct,
+            prepared=conn.prepare_threshold is not None,
+            reason=route.reason,
+        )
+
     async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
         if isinstance(task, AddConnection):
             delay = min(delay, self.MAX_RECONNECT_DELAY)
         await super().schedule_task(task, delay)
 
+    async def putconn(self, conn: AsyncConnection[Any]) -> None:
+        self._returned_at[conn] = monotonic()
+        await super().putconn(conn)
+
+    def _fresh(self, conn: AsyncConnection[Any]) -> bool:
+        returned = self._returned_at.get(conn)
+        return (
+            returned is not None
+            and monotonic() - returned < CHECK_BYPASS_SECONDS
+            and _socket_is_quiet(conn)
+        )
+
     async def _getconn_with_check_loop(self, deadline: float) -> AsyncConnection[Any]:
         while True:
             conn = await self._getconn_unchecked(deadline - monotonic())
+            if self._fresh(conn):
+                return conn
             try:
-                await self._check_connection(conn)
+                # The check is bounded like any statement: a silent server (a paused
+                # PgBouncer) would otherwise hold the request past DB_POOL_TIMEOUT.
+                await execute_bounded(
+                    conn,
+                    "",
+                    None,
+                    within=min(self.statement_timeout, max(deadline - monotonic(), 0.1)),
+                )
             except Exception:
                 await self._putconn(conn, from_getconn=True)
                 if monotonic() >= deadline:
@@ -56,6 +373,55 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
                 raise
             return conn
 
+    async def execute(
+        self, query: LiteralString, params: dict[str, Any], *, deadline: float
+    ) -> list[Row]:
+        """Borrow a connection, run one statement, give the connection back; its rows.
+
+        `deadline` is a `time.monotonic()` instant: the checkout waits at most DB_POOL_TIMEOUT
+        and the statement at most DB_STATEMENT_TIMEOUT, both cut to end CANCEL_BUDGET before
+        it. Raises PoolTimeout, StatementTimeout, or psycopg's error. After a timeout or a
+        connection failure the connection is closed, never reused.
+        """
+        remaining = deadline - monotonic() - CANCEL_BUDGET
+        conn = await self.getconn(timeout=min(self.timeout, max(remaining, 0.0)))
+        within = min(self.statement_timeout, deadline - monotonic() - CANCEL_BUDGET)
+        try:
+            rows = await execute_bounded(conn, query, params, within=within)
+        except asyncio.CancelledError:
+            # execute_bounded is cancelling and closing it in the background.
+            _hand_back_later(self, conn)
+            raise
+        except StatementTimeout:
+            await self.putconn(conn)  # closed already: the pool replaces it
+            raise
+        except CONNECTION_FAILURES:
+            with suppress(Exception):
+                await conn.close()
+            await self.putconn(conn)
+            raise
+        except BaseException:
+            await self.putconn(conn)
+            raise
+        await self.putconn(conn)
+        return rows
+
+
+def _hand_back_later(pool: TasksPool, conn: AsyncConnection[Any]) -> None:
+    async def later() -> None:
+        for _ in range(50):
+            if conn.closed:
+                break
+            await asyncio.sleep(CANCEL_BUDGET / 10)
+        with suppress(Exception):
+            await conn.close()
+        with suppress(Exception):
+            await pool.putconn(conn)
+
+    task = asyncio.ensure_future(later())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
 
 def build_pool(
     conninfo: str,
@@ -63,25 +429,30 @@ def build_pool(
     min_size: int,
     max_size: int,
     timeout: float,
-    prepare_threshold: int | None,
     connect_timeout: int,
-) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    prepared_statements: PreparedMode = "auto",
+    statement_timeout: float = 5.0,
+) -> TasksPool:
+    """The service's pool; `timeout` and `statement_timeout` in seconds (DB_POOL_TIMEOUT,
+    DB_STATEMENT_TIMEOUT). `prepared_statements`: `off` never prepares; `auto` and `on`
+    prepare only on a connection `probe_route` confirms is direct."""
     return TasksPool(
         conninfo,
+        prepared_statements=prepared_statements,
+        statement_timeout=statement_timeout,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,
         open=False,
         name="tasks-api",
-        # A connection dropped while idle (Neon suspend, pg_terminate_backend, restart) is
-        # noticed at checkout and replaced, instead of failing the request that drew it.
-        check=AsyncConnectionPool.check_connection,
         # Neon closes idle connections when it suspends; don't keep more than needed.
         max_idle=300.0,
         max_lifetime=1800.0,
         # Keep trying to reconnect through an outage; requests fail fast meanwhile.
         reconnect_timeout=3600.0,
         kwargs=connection_kwargs(
-            prepare_threshold=prepare_threshold, connect_timeout=connect_timeout
+            prepare_threshold=None if prepared_statements == "off" else PREPARE_THRESHOLD,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
         ),
     )

@@ -6,12 +6,12 @@ import time
 from typing import Any, Literal, LiteralString
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from observability.metrics import observe_sql
 from repositories.errors import DatabaseUnavailable, TaskNotFound
 from repositories.models import TASK_COLUMNS, TaskPublic
+from repositories.pool import CONNECTION_FAILURES, StatementTimeout, TasksPool
 from repositories.queries import LIST_STATEMENTS, Q
 
 Status = Literal["all", "pending", "completed"]
@@ -26,32 +26,47 @@ def _task(row: Row) -> TaskPublic:
 
 
 class TaskRepository:
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+    def __init__(self, pool: TasksPool) -> None:
         self._pool = pool
 
     async def _run(
-        self, name: str, query: LiteralString, params: dict[str, Any], *, retry: bool = False
+        self,
+        name: str,
+        query: LiteralString,
+        params: dict[str, Any],
+        *,
+        retry: bool = False,
     ) -> list[Row]:
         """Borrow a connection for exactly one statement; translate driver errors at this edge.
 
+        The whole call, retry included, ends within DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT
+        seconds (contract, "Database faults"). Every failure of
+        the database or the path to it (no connection in time, connection lost, protocol or
+        prepared-statement errors, a statement cancelled at its deadline) raises
+        DatabaseUnavailable, which the API answers 500 + Retry-After.
+
         `retry` is only for statements that are safe to run twice (reads): a connection that
-        broke mid-statement gets one more chance on a fresh connection.
+        broke mid-statement gets one more chance on a fresh connection within the deadline.
         """
+        pool = self._pool
+        deadline = time.monotonic() + pool.timeout + pool.statement_timeout
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(query, params)
-                    rows = await cur.fetchall() if cur.description is not None else []
-                observe_sql(name, time.perf_counter() - started)
-                return rows
+                rows = await pool.execute(query, params, deadline=deadline)
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection within the pool timeout") from exc
-            except psycopg.OperationalError as exc:
-                if attempt + 1 < attempts:
+            except StatementTimeout as exc:
+                raise DatabaseUnavailable(f"{name}: {exc}") from exc
+            except psycopg.errors.QueryCanceled as exc:  # the server's statement_timeout
+                raise DatabaseUnavailable(f"{name}: statement cancelled") from exc
+            except CONNECTION_FAILURES as exc:
+                if attempt + 1 < attempts and time.monotonic() < deadline:
                     continue
-                raise DatabaseUnavailable(type(exc).__name__) from exc
+                raise DatabaseUnavailable(f"{name}: {type(exc).__name__}") from exc
+            observe_sql(name, time.perf_counter() - started)
+            return rows
         raise AssertionError("unreachable")
 
     async def create_task(

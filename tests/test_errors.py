@@ -155,7 +155,6 @@ async def database_gone(app: FastAPI, *, pool_timeout: float) -> AsyncIterator[N
         min_size=0,
         max_size=1,
         timeout=pool_timeout,
-        prepare_threshold=None,
         connect_timeout=1,
     )
     await dead.open(wait=False)

@@ -1,4 +1,4 @@
-"""Configuration rules of the contract: pooler detection, defaults, derived values."""
+"""Configuration rules of the contract: defaults, validation, derived values."""
 
 from __future__ import annotations
 
@@ -27,21 +27,26 @@ def _settings(**values: object) -> Settings:
 
 
 @pytest.mark.parametrize(
-    ("url", "mode", "prepared"),
+    "url",
     [
-        ("postgresql://u@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db", "auto", False),
-        ("postgresql://u@127.0.0.1:6432/db", "auto", False),
-        ("postgresql://u@ep-cool-123.eu-central-1.aws.neon.tech/db", "auto", True),
-        ("postgresql://u@127.0.0.1:5432/db", "auto", True),
-        ("postgresql://u@127.0.0.1:5432/db", "off", False),
-        ("postgresql://u@127.0.0.1:6432/db", "on", True),
+        "postgresql://u@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db",
+        "postgresql://u@127.0.0.1:6432/db",
+        "postgresql://u@127.0.0.1:5432/db",
     ],
 )
-def test_prepared_statements_auto_turns_off_behind_a_pooler(
-    url: str, mode: str, prepared: bool
-) -> None:
-    settings = _settings(database_url=url, db_prepared_statements=mode)
-    assert (settings.prepare_threshold is not None) is prepared
+def test_no_setting_is_derived_from_the_host_or_port(url: str) -> None:
+    """Whether to prepare is decided per connection by what the server reports
+    (repositories/pool.py `probe_route`), never by a host name or port."""
+    settings = _settings(database_url=url)
+    assert settings.db_prepared_statements is PreparedStatements.AUTO
+    assert not hasattr(settings, "uses_pooler")
+
+
+def test_statement_timeout_is_seconds_and_positive() -> None:
+    assert _settings().db_statement_timeout == 5.0
+    assert _settings(db_statement_timeout="0.5").db_statement_timeout == 0.5
+    with pytest.raises(ValueError):
+        _settings(db_statement_timeout="0")
 
 
 def test_defaults_match_the_contract() -> None:

@@ -370,6 +370,8 @@ class PgBouncer:
                     f"listen_port = {self.port}",
                     "unix_socket_dir =",
                     "auth_type = trust",
+                    # The admin console (database `pgbouncer`) for PAUSE/RESUME in tests.
+                    f"admin_users = {PG_USER}",
                     f"auth_file = {self.base / 'userlist.txt'}",
                     f"pool_mode = {pool_mode}",
                     # Fewer server connections than the service has clients: connections
@@ -418,3 +420,17 @@ class PgBouncer:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    def admin(self, command: str) -> list[Any]:
+        """Run a console command (`PAUSE db`, `RESUME db`, `SHOW POOLS`…) on PgBouncer.
+
+        The console speaks only the simple query protocol: a ClientCursor sends that.
+        """
+        with psycopg.connect(
+            f"postgresql://{PG_USER}@127.0.0.1:{self.port}/pgbouncer",
+            autocommit=True,
+            cursor_factory=psycopg.ClientCursor,
+            connect_timeout=5,
+        ) as conn:
+            cur = conn.execute(command)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description is not None else []
