@@ -21,6 +21,12 @@ AUTH_FAILURES = Counter(
     ["reason"],
 )
 
+REQUESTS_REFUSED = Counter(
+    "tasks_http_requests_refused_total",
+    "Requests refused with 503 before reaching a route (api/admission.py), by reason.",
+    ["reason"],
+)
+
 
 def observe_sql(statement: str, seconds: float) -> None:
     SQL_DURATION.labels(statement=statement).observe(seconds)
