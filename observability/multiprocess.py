@@ -86,5 +86,5 @@ def forget_dead_processes() -> list[int]:
             dead.add(int(pid_text))
     for pid in sorted(dead):
         multiprocess.mark_process_dead(pid, named)  # type: ignore[no-untyped-call]
-        log.warning("metrics_dead_worker_forgotten", pid=pid)
+        log.warning("metrics_dead_worker_forgotten", dead_pid=pid)
     return sorted(dead)
