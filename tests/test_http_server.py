@@ -203,3 +203,19 @@ async def test_admission_refuses_early_and_hands_slots_over_in_order() -> None:
     release.set()
     await asyncio.gather(blocked, probe)
     assert health[0]["status"] == 200
+
+
+def test_limit_settings_defaults_and_derived_values() -> None:
+    from api.settings import Settings
+
+    settings = Settings(_env_file=None, db_pool_max=7, db_pool_timeout=3.0)  # type: ignore[call-arg]
+    assert (settings.http_max_head_bytes, settings.http_max_headers) == (16 * 1024, 100)
+    assert settings.http_head_timeout_seconds == 10.0
+    assert settings.effective_max_concurrent_requests == 14  # 2 x DB_POOL_MAX
+    assert settings.effective_admission_timeout == 3.0  # DB_POOL_TIMEOUT
+    tuned = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        max_concurrent_requests=5,
+        admission_timeout_seconds=0.5,
+    )
+    assert (tuned.effective_max_concurrent_requests, tuned.effective_admission_timeout) == (5, 0.5)
