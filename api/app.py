@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
+from api.admission import AdmissionControl
 from api.auth import JWKSCache, TokenVerifier
+from api.cors import JSONCORSMiddleware
 from api.errors import install_error_handlers
 from api.routes.docs import router as docs_router
 from api.routes.service import router as service_router
 from api.routes.tasks import router as tasks_router
+from api.routing import HTTPRoute
 from api.settings import Settings, check_auth_configured, get_settings
 from observability.http import instrument_app
 from observability.logging import configure_logging
@@ -86,7 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served offline by api/routes/docs.py
         redoc_url=None,  # ReDoc's bundle loads its logo from a CDN: not offline
+        # Contract, "HTTP semantics": a trailing slash is served as the path without it
+        # (api/routing.py), never redirected.
+        redirect_slashes=False,
     )
+    # Routes added on the app itself (/metrics) answer HEAD and a trailing slash too.
+    app.router.route_class = HTTPRoute
     app.state.settings = settings
     jwks_url = settings.jwks_url
     app.state.verifier = TokenVerifier(
@@ -112,8 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost first: request id and access line, then CORS, then metrics (added last below).
     # The body size limit sits on the routes that take a body (api/body.py).
     instrument_app(app)
+    # Overload is refused here, inside CORS (so a browser can read the 503) and before the
+    # metrics middleware and the routes spend anything on it (api/admission.py).
     app.add_middleware(
-        CORSMiddleware,
+        AdmissionControl,
+        max_in_flight=settings.effective_max_concurrent_requests,
+        timeout=settings.effective_admission_timeout,
+    )
+    app.add_middleware(
+        JSONCORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

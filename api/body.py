@@ -12,9 +12,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from fastapi import Request
-from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.routing import HTTPRoute
 
 TOO_LARGE_BODY: Final = b'{"status_code":413,"detail":"Request body too large"}'
 _JSON_CONTENT_TYPE: Final = b"application/json"
@@ -54,7 +55,7 @@ class StrictJSONRequest(Request):
         return self._json
 
 
-class JSONBodyRoute(APIRoute):
+class JSONBodyRoute(HTTPRoute):
     """Every body of this route is limited in size (`BodySizeLimitMiddleware`, before any
     other check, as the route is matched) and parsed by `loads_strict`, whatever its
     Content-Type."""

@@ -149,12 +149,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         reload=args.reload,
         reload_dirs=["api", "repositories", "observability", "sql"] if args.reload else None,
         loop="uvloop",
-        http="httptools",
+        # httptools with a bounded head, a head deadline and a connection limit (api/http_server.py)
+        http="api.http_server:BoundedHttpToolsProtocol",
         access_log=False,
         log_config=None,
         proxy_headers=False,
         timeout_graceful_shutdown=int(args.graceful_timeout),
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.http_keep_alive_timeout_seconds,
         # uvicorn kills a worker that does not answer its supervisor within this; the default
         # (5 s) is shorter than a spawned worker's imports on a busy host: a restart loop.
         timeout_worker_healthcheck=30,

@@ -8,6 +8,7 @@ registry of repository errors. A repository error missing from it is a 500 that 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthError
+from api.routing import allowed_methods
 from observability.metrics import count_auth_failure
 from repositories.errors import DatabaseUnavailable, RepositoryError, TaskNotFound
 
@@ -29,6 +31,18 @@ log = structlog.get_logger(__name__)
 RETRY_AFTER_SECONDS: Final = "5"
 DB_UNAVAILABLE_DETAIL: Final = "Database unavailable, retry shortly"
 INTERNAL_DETAIL: Final = "Internal server error"
+
+
+OVERLOADED_DETAIL: Final = "Service overloaded, retry shortly"
+
+
+class Overloaded(Exception):
+    """The request cannot be served in time (api/admission.py): 503 with `Retry-After`
+    (contract, "HTTP semantics": refused early, never answered late with a 500)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"overloaded, retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,13 @@ def error_response(
         status_code=status_code,
         headers=dict(headers) if headers else None,
     )
+
+
+def envelope_bytes(status_code: int, detail: str) -> bytes:
+    """The envelope's bytes, for answers written below the ASGI app (api/http_server.py)."""
+    return json.dumps(
+        {"status_code": status_code, "detail": detail}, separators=(",", ":")
+    ).encode()
 
 
 def unauthorized(exc: AuthError) -> JSONResponse:
@@ -137,6 +158,8 @@ def response_for(exc: BaseException) -> JSONResponse:
         return unauthorized(exc)
     if isinstance(exc, RequestValidationError):
         return validation_response(exc)
+    if isinstance(exc, Overloaded):
+        return error_response(503, OVERLOADED_DETAIL, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_response(exc.status_code, detail, headers=exc.headers)
@@ -150,8 +173,12 @@ def response_for(exc: BaseException) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Route Starlette's, FastAPI's and the repositories' errors through `response_for`."""
 
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
-        return response_for(exc)
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        response = response_for(exc)
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+            # Starlette lists the methods of the first route that matched the path only.
+            response.headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+        return response
 
     for exc_class in (StarletteHTTPException, RequestValidationError, RepositoryError):
         app.add_exception_handler(exc_class, handle)
@@ -165,6 +192,10 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     },
     403: {"description": "The token's user is not the user in the path"},
     413: {"description": "The body is over 64 KiB"},
+    503: {
+        "description": "Overloaded: refused at once, retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    },
     500: {
         "description": "Database unavailable (with Retry-After) or unexpected error",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},

@@ -83,6 +83,22 @@ class Settings(BaseSettings):
     log_format: LogFormat | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # HTTP server limits (api/http_server.py; contract, "HTTP semantics"). Per process.
+    #: request line + headers, bytes; more is 431 (or a closed connection)
+    http_max_head_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: header fields in one request head (Apache's LimitRequestFields default); more is 431
+    http_max_headers: int = Field(default=100, ge=10, le=10_000)
+    #: seconds from connect (or from the first byte after a keep-alive pause) to a full head
+    http_head_timeout_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
+    #: seconds an idle keep-alive connection is kept open
+    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=600)
+    #: open connections per process; more are answered 503 + Retry-After and closed
+    http_max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    #: requests in the app at once per process (api/admission.py); 0: twice DB_POOL_MAX
+    max_concurrent_requests: int = Field(default=0, ge=0, le=100_000)
+    #: seconds a request may wait for a slot; 0: DB_POOL_TIMEOUT
+    admission_timeout_seconds: float = Field(default=0.0, ge=0.0, le=300.0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -161,6 +177,17 @@ class Settings(BaseSettings):
         if self.better_auth_url:
             return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
         return None
+
+    @property
+    def effective_max_concurrent_requests(self) -> int:
+        """MAX_CONCURRENT_REQUESTS, or 2 * DB_POOL_MAX: enough to keep every connection busy
+        while as many requests do their CPU work, few enough that none waits long for one."""
+        return self.max_concurrent_requests or 2 * self.db_pool_max
+
+    @property
+    def effective_admission_timeout(self) -> float:
+        """ADMISSION_TIMEOUT_SECONDS, or DB_POOL_TIMEOUT (the wait a request already accepts)."""
+        return self.admission_timeout_seconds or self.db_pool_timeout
 
     @property
     def effective_log_format(self) -> LogFormat:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,12 @@ SQL_DURATION = Histogram(
 AUTH_FAILURES = Counter(
     "tasks_auth_failures_total",
     "Requests refused with 401 or 403, by reason.",
+    ["reason"],
+)
+
+REQUESTS_REFUSED = Counter(
+    "tasks_http_requests_refused_total",
+    "Requests refused with 503 before reaching a route (api/admission.py), by reason.",
     ["reason"],
 )
 
@@ -64,10 +71,20 @@ def _forget_this_process() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
+#: Every how many refreshes the reporter forgets workers that died (about every 5 s).
+_SWEEP_EVERY = 5
+
+
 async def pool_stats_reporter(pool: Any, *, interval: float = 1.0) -> None:
-    """Refresh the pool gauges every `interval` seconds until cancelled (at shutdown)."""
+    """Refresh the pool gauges every `interval` seconds until cancelled (at shutdown); at
+    start and every few refreshes, drop the live gauges of workers that died without a
+    clean exit (observability.multiprocess.forget_dead_processes)."""
+    from observability.multiprocess import forget_dead_processes
+
     try:
-        while True:
+        for beat in itertools.count():
+            if beat % _SWEEP_EVERY == 0:
+                forget_dead_processes()
             update_pool_gauges(pool.get_stats())
             await asyncio.sleep(interval)
     finally:

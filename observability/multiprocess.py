@@ -50,3 +50,41 @@ def prepare_multiprocess_dir(workers: int) -> Path | None:
     atexit.register(_cleanup, directory, owned=not named, creator=os.getpid())
     log.info("metrics_multiprocess", directory=str(directory), workers=workers)
     return directory
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, killed but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def forget_dead_processes() -> list[int]:
+    """`mark_process_dead` for every process whose live gauges are in the multiprocess
+    directory but which is no longer running, however it ended (kill -9, OOM killer): its
+    `livesum`/`livemax`… gauges then stop counting (contract, `/metrics`: "sums the live
+    workers only, also after a worker was killed and replaced"). Counters and histograms of
+    a dead worker are kept, as Prometheus expects of counters. Returns the pids forgotten;
+    a no-op outside multiprocess mode."""
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not named:
+        return []
+    from prometheus_client import multiprocess
+
+    dead: set[int] = set()
+    for path in Path(named).glob("gauge_live*_*.db"):
+        pid_text = path.stem.rpartition("_")[2]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _running(int(pid_text)):
+            dead.add(int(pid_text))
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, named)  # type: ignore[no-untyped-call]
+        log.warning("metrics_dead_worker_forgotten", dead_pid=pid)
+    return sorted(dead)

@@ -38,8 +38,13 @@ async def test_unknown_route_is_404_envelope(client: httpx.AsyncClient) -> None:
 async def test_wrong_method_is_405_envelope(client: httpx.AsyncClient, user_id: str) -> None:
     response = await client.request("PATCH", f"/api/{user_id}/tasks", headers=auth(user_id))
     assert _envelope(response, 405) == {"status_code": 405, "detail": "Method Not Allowed"}
+    # Allow lists every method of the path (all its routes), HEAD wherever GET is.
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    # 405 comes before 401: a path's methods are a routing fact, public in OpenAPI.
+    assert (await client.request("PATCH", f"/api/{user_id}/tasks")).status_code == 405
     response = await client.post("/health")
     _envelope(response, 405)
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 async def test_422_has_detail_string_and_errors_list(

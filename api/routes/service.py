@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import RETRY_AFTER_SECONDS, error_response
+from api.routing import HTTPRoute
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
 from repositories.migrations import latest_version
@@ -18,7 +19,7 @@ from repositories.tasks import TaskRepository
 #: Contract, "Database faults": `/ready` answers 503 within 2 s whatever the database does.
 READY_TIMEOUT_SECONDS: Final = 2.0
 
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], route_class=HTTPRoute)
 
 
 @cache

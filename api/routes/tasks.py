@@ -53,7 +53,7 @@ router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
     route_class=AuthenticatedRoute,
-    responses=_documented(401, 403, 413, 500),
+    responses=_documented(401, 403, 413, 500, 503),
 )
 
 
