@@ -36,7 +36,13 @@ _EWMA_WEIGHT: Final = 0.2
 class AdmissionControl:
     """At most `max_in_flight` requests in `app` at once; a waiting request is refused with
     503 (`api.errors.Overloaded`) after `timeout` seconds, or at once when its expected wait
-    is longer than that. `Retry-After` is the expected wait, rounded up, at least 1 s."""
+    is longer than that. `Retry-After` is the expected wait, rounded up, at least 1 s.
+
+    Raises ValueError for `max_in_flight` < 1 or `timeout` <= 0. Refusals are counted in
+    `tasks_http_requests_refused_total` by reason (`expected_wait`, `queue_timeout`) and
+    logged as `request_refused`. `in_flight` counts the requests in the app (and the slots
+    being handed over); `service_seconds` is the moving average of their time in it.
+    """
 
     def __init__(self, app: ASGIApp, *, max_in_flight: int, timeout: float) -> None:
         if max_in_flight < 1 or timeout <= 0:
@@ -49,6 +55,7 @@ class AdmissionControl:
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI: admit the request (at once, or after a FIFO wait) or answer it 503 here."""
         if scope["type"] != "http" or scope["path"].rstrip("/") in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
@@ -107,6 +114,7 @@ class AdmissionControl:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, reason: str, wait: float
     ) -> None:
+        """Count, log and answer the 503, `Retry-After` being `wait` seconds rounded up."""
         REQUESTS_REFUSED.labels(reason=reason).inc()
         log.info("request_refused", reason=reason, in_flight=self.in_flight,
                  queued=len(self._waiters))  # fmt: skip

@@ -20,12 +20,23 @@ log = structlog.get_logger(__name__)
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 # What Better Auth's jwt plugin can sign with; the key comes from the JWKS, chosen by `kid`.
 JWKS_ALGORITHMS: Final = frozenset({"EdDSA", "ES256", "ES512", "RS256", "PS256"})
+#: Characters of `sub`: Better Auth's ids are 32 (or a 36-character UUID); `users.id` is text,
+#: so the bound is ours, to keep a hostile id out of indexes and logs.
 MAX_SUB_LENGTH: Final = 255
+#: Characters of a bearer token: a Better Auth JWT is well under 1 KiB; a longer one is refused
+#: before any base64 or JSON decoding is spent on it.
 MAX_TOKEN_LENGTH: Final = 8192
+#: Characters of `name`/`email`: 64 + "@" + 255, the bound of an address (RFC 3696 §3).
+MAX_TEXT_CLAIM_LENGTH: Final = 320
 
 
 class AuthError(Exception):
-    """401: `reason` is for logs and metrics, `detail` is what the client sees."""
+    """A refused token: answered 401 with `WWW-Authenticate: Bearer` by `api.errors`.
+
+    `reason` (a short snake_case word) is for logs and the `tasks_auth_failures_total` label
+    only; `detail` is the envelope's client-facing text ("Not authenticated" when there is no
+    usable token, "Token expired", else "Invalid token"), never the reason.
+    """
 
     def __init__(self, reason: str, detail: str = "Invalid token") -> None:
         super().__init__(reason)
@@ -35,13 +46,22 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """The verified user of a request: `sub` (the Better Auth user id, 1-255 characters, no
+    control characters) and the optional `name`/`email` claims (None when absent or unusable),
+    stored in `users` on the first write (contract, "Authentication and ownership")."""
+
     sub: str
     name: str | None = None
     email: str | None = None
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer …` header; the scheme is case-insensitive."""
+    """The token of an `Authorization: Bearer …` header value (None: no header).
+
+    The scheme is case-insensitive (RFC 9110 §11.1; contract, "Authentication and ownership").
+    Returns the token, stripped. Raises AuthError: `missing_token`, `wrong_scheme`,
+    `empty_token` ("Not authenticated"), or `malformed` when it is over MAX_TOKEN_LENGTH.
+    """
     if authorization is None:
         raise AuthError("missing_token", "Not authenticated")
     scheme, _, token = authorization.strip().partition(" ")
@@ -56,6 +76,8 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def _valid_sub(value: object) -> str:
+    """The `sub` claim when it is a usable user id; raises AuthError("bad_sub") otherwise
+    (contract: "a missing or non-string or empty `sub`: 401")."""
     if not isinstance(value, str) or value == "":
         raise AuthError("bad_sub")
     # The id is stored and compared byte for byte: no control characters or lone surrogates.
@@ -65,7 +87,8 @@ def _valid_sub(value: object) -> str:
 
 
 def _optional_text(value: object) -> str | None:
-    if not isinstance(value, str) or value == "" or len(value) > 320:
+    """A `name`/`email` claim worth storing, else None: these never refuse a token."""
+    if not isinstance(value, str) or value == "" or len(value) > MAX_TEXT_CLAIM_LENGTH:
         return None
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
         return None
@@ -73,7 +96,8 @@ def _optional_text(value: object) -> str | None:
 
 
 class JWKSTooLarge(ValueError):
-    """The JWKS response is larger than the cache accepts (`max_bytes`)."""
+    """The JWKS response is larger than the cache accepts (`max_bytes`, in bytes); a
+    ValueError, so that the fetch logs it as a failed fetch like any unusable document."""
 
 
 # What a JWK must be to verify each JWS algorithm: RFC 7518 §3.1 and RFC 8037 §3.1.
@@ -89,8 +113,10 @@ JWKS_MAX_BYTES: Final = 64 * 1024
 
 
 def key_fits(jwk: dict[str, Any], algorithm: str) -> bool:
-    """Whether the JWK can verify `algorithm`: its `kty` (and `crv`), its `alg` if it names one,
-    and its `key_ops` if it lists them (RFC 7517 §4.3), the way jose picks a key without `kid`."""
+    """Whether the JWK (a JSON object, as parsed) can verify `algorithm` (one of
+    JWKS_ALGORITHMS; KeyError for any other): its `kty` (and `crv`), its `alg` if it names
+    one (RFC 7517 §4.4), and its `key_ops` if it lists them (§4.3), the way jose picks a key
+    without `kid`. Never raises for any JSON value in the JWK's members."""
     kty, curves = _KEY_TYPES[algorithm]
     if jwk.get("kty") != kty:
         return False
@@ -133,6 +159,10 @@ class JWKSCache:
       need a missing key get 401. Keys older than `max_age` seconds are re-read in the
       background (the request is not held up), so that a key removed from the JWKS (revoked)
       stops verifying without a restart.
+
+    `url` is the JWKS URL (BETTER_AUTH_JWKS_URL, redirects not followed); `min_refresh`,
+    `timeout` and `max_age` are seconds, `max_bytes` bytes. `client` is for tests; the cache
+    closes it in `aclose` either way. `fetches` counts the fetches started (for tests).
     """
 
     def __init__(
@@ -167,6 +197,8 @@ class JWKSCache:
         return self._inflight is not None and not self._inflight.done()
 
     async def aclose(self) -> None:
+        """Cancel the fetch in flight (waiting at most `timeout` seconds) and close the HTTP
+        client; at shutdown, so that no task outlives the event loop."""
         if self._inflight is not None:
             self._inflight.cancel()
             await asyncio.wait({self._inflight}, timeout=self.timeout)
@@ -198,6 +230,8 @@ class JWKSCache:
         await asyncio.wait({task}, timeout=max(remaining, 0.0))
 
     async def _fetch(self, deadline: float) -> None:
+        """One fetch, ending by `deadline` (loop time); on success replace the keys, on
+        failure log `jwks_fetch_failed` and keep them. Never raises but CancelledError."""
         self.fetches += 1
         started = time.monotonic()
         try:
@@ -245,6 +279,7 @@ class JWKSCache:
             return bytes(body)
 
     def _parse(self, index: int, algorithm: str) -> jwt.PyJWK | None:
+        """The key at `index` as a PyJWK for `algorithm`, parsed once; None if unusable."""
         cache_key = (index, algorithm)
         if cache_key not in self._parsed:
             try:
@@ -270,8 +305,9 @@ class JWKSCache:
 
         With a `kid`, the JWKS keys of that `kid`; without, every key: exactly one of them must
         fit `alg` (contract: "A token without `kid` is verified when exactly one JWKS key fits
-        its `alg`"). Raises AuthError (401) otherwise. Waits for a fetch (at most `timeout`
-        seconds) only when no cached key could do.
+        its `alg`"). Raises AuthError (401) otherwise: `malformed_kid` (not a non-empty
+        string), `unknown_kid`, `no_fitting_key` or `ambiguous_key`. Waits for a fetch (at
+        most `timeout` seconds) only when no cached key could do.
         """
         if kid is not None and (not isinstance(kid, str) or not kid):
             raise AuthError("malformed_kid")
@@ -294,6 +330,11 @@ class TokenVerifier:
     `secret` (UTF-8) must be at least 32 bytes (RFC 7518 §3.2; ValueError otherwise, which
     Settings already refuses at start-up); HS384 and HS512 tokens are accepted only when it is
     at least 48 and 64 bytes, the length of their hash output.
+
+    `jwks` verifies the asymmetric algorithms (None: they are refused); `issuer` and
+    `audience` are checked only when set (JWT_ISSUER, JWT_AUDIENCE); `leeway` is the clock
+    skew in seconds allowed on `exp`/`nbf`/`iat` (JWT_LEEWAY_SECONDS). Contract,
+    "Authentication and ownership".
     """
 
     def __init__(
@@ -315,6 +356,14 @@ class TokenVerifier:
         self._leeway = leeway
 
     async def verify(self, token: str) -> Principal:
+        """The Principal of a compact JWS `token` (as from `bearer_token`).
+
+        The header's `alg` picks the key: HMAC only with the secret, never a public key, and
+        `none` never (RFC 8725 §3.1-3.2); `exp` is required. Raises AuthError (401) for
+        every refusal, its `reason` naming which (e.g. `expired`, whose detail is "Token
+        expired", `bad_signature`, `algorithm_not_allowed`). May wait for a JWKS fetch, at
+        most the cache's `timeout` seconds.
+        """
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.InvalidTokenError, json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:

@@ -17,15 +17,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.routing import HTTPRoute
 
+#: The 413 envelope, prebuilt: it is written below FastAPI, where no exception handler runs.
 TOO_LARGE_BODY: Final = b'{"status_code":413,"detail":"Request body too large"}'
 _JSON_CONTENT_TYPE: Final = b"application/json"
 
 
 def _reject_constant(name: str) -> Any:
+    """`parse_constant` hook: Python's json accepts NaN and ±Infinity, JSON does not."""
     raise ValueError(f"{name} is not a JSON number (RFC 8259 §6)")
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: Python's json keeps the last of duplicate names, I-JSON refuses."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         raise ValueError("duplicate member name (RFC 7493 §2.3)")
@@ -35,8 +38,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads_strict(data: bytes | str) -> Any:
     """Parse I-JSON (RFC 7493): JSON without NaN/Infinity and without duplicate member names.
 
-    Raises `ValueError` (a `json.JSONDecodeError` for syntax) for anything else, which
-    FastAPI turns into its `json_invalid` validation error and `api/errors.py` into 400.
+    `data` is the body (UTF-8, or UTF-16/32 detected as `json.loads` does); returns the
+    value as `json.loads` would (dict, list, str, int, float, bool or None). Raises
+    `ValueError` (a `json.JSONDecodeError` for syntax) for anything else, which FastAPI
+    turns into its `json_invalid` validation error and `api/errors.py` into 400.
     """
     return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_members)
 
@@ -45,6 +50,10 @@ class StrictJSONRequest(Request):
     """A request whose `json()` is `loads_strict` (the only way FastAPI parses a body)."""
 
     async def json(self) -> Any:
+        """The body parsed by `loads_strict`, once per request (cached like Starlette's).
+
+        Raises json.JSONDecodeError for a body that is not I-JSON, whatever the cause.
+        """
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
@@ -58,13 +67,18 @@ class StrictJSONRequest(Request):
 class JSONBodyRoute(HTTPRoute):
     """Every body of this route is limited in size (`BodySizeLimitMiddleware`, before any
     other check, as the route is matched) and parsed by `loads_strict`, whatever its
-    Content-Type."""
+    Content-Type (contract, "Endpoints": a body that is not valid JSON is 400)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = BodySizeLimitMiddleware(self.app)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, given a StrictJSONRequest whose Content-Type is JSON.
+
+        FastAPI reads a body as JSON only when the Content-Type says so; a `text/plain` body
+        would otherwise reach validation as raw bytes (a 422 instead of the contract's 400).
+        """
         handler = super().get_route_handler()
 
         async def strict_json(request: Request) -> Response:
@@ -78,7 +92,8 @@ class JSONBodyRoute(HTTPRoute):
 
 
 class BodyTooLarge(Exception):
-    """Raised from `receive` once a streamed (chunked) body passes the limit."""
+    """Raised from `receive` once a streamed (chunked) body passes the limit. Whatever the app
+    does with it, BodySizeLimitMiddleware answers 413 (the app's own answer is dropped)."""
 
 
 class BodySizeLimitMiddleware:
@@ -87,7 +102,9 @@ class BodySizeLimitMiddleware:
     Pure ASGI, so memory never holds more than the limit plus one chunk. A declared length is
     refused at once (before authentication); a streamed body is counted as it is read, and
     whatever the app answers after the limit is passed is replaced by the 413. Without
-    `max_bytes` the limit is the app's `settings.max_body_bytes` (MAX_BODY_BYTES, 64 KiB).
+    `max_bytes` (bytes) the limit is the app's `settings.max_body_bytes` (MAX_BODY_BYTES,
+    64 KiB; contract, "Endpoints": "A body over 64 KiB: 413"). The 413 carries
+    `Connection: close`: the rest of an unread body must not be parsed as the next request.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int | None = None) -> None:
@@ -138,6 +155,7 @@ class BodySizeLimitMiddleware:
 
     @staticmethod
     async def _too_large(send: Send) -> None:
+        """Write the 413 envelope as a whole response (status, headers and body)."""
         await send(
             {
                 "type": "http.response.start",

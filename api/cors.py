@@ -21,6 +21,8 @@ class JSONCORSMiddleware(CORSMiddleware):
     method, headers") is the JSON envelope, with the same status and CORS headers."""
 
     def preflight_response(self, request_headers: Headers) -> Response:
+        """Starlette's answer to the preflight; if it is a refusal (status >= 400), the same
+        status and headers with the envelope, its `detail` Starlette's text."""
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
             return response

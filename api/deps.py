@@ -11,6 +11,7 @@ from repositories.errors import TaskNotFound
 from repositories.tasks import TaskRepository
 
 _TASK_ID: Final = re.compile(r"[1-9][0-9]{0,18}")
+#: `tasks.id` is a PostgreSQL bigint: a larger id cannot exist, and must not reach the query.
 MAX_TASK_ID: Final = 2**63 - 1
 
 
@@ -34,10 +35,12 @@ async def parse_task_id(
 
 
 async def tasks_repository(request: Request) -> TaskRepository:
-    """The process's TaskRepository, built in the lifespan."""
+    """The process's TaskRepository (`app.state.tasks`, built in the lifespan)."""
     repository: TaskRepository = request.app.state.tasks
     return repository
 
 
+#: An endpoint parameter: the path's `task_id`, 1..2^63-1 (else 404).
 TaskId = Annotated[int, Depends(parse_task_id)]
+#: An endpoint parameter: the process's TaskRepository.
 TasksDep = Annotated[TaskRepository, Depends(tasks_repository)]

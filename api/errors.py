@@ -28,17 +28,21 @@ from repositories.errors import DatabaseUnavailable, RepositoryError, TaskNotFou
 
 log = structlog.get_logger(__name__)
 
+#: `Retry-After` in seconds (RFC 9110 §10.2.3 delay-seconds; a str, as a header value) of the
+#: database-unavailable 500, `/ready`'s 503 and the 503s written below the app.
 RETRY_AFTER_SECONDS: Final = "5"
+#: Contract, "Errors": the detail of a database that cannot be reached.
 DB_UNAVAILABLE_DETAIL: Final = "Database unavailable, retry shortly"
 INTERNAL_DETAIL: Final = "Internal server error"
-
-
 OVERLOADED_DETAIL: Final = "Service overloaded, retry shortly"
 
 
 class Overloaded(Exception):
     """The request cannot be served in time (api/admission.py): 503 with `Retry-After`
-    (contract, "HTTP semantics": refused early, never answered late with a 500)."""
+    (contract, "HTTP semantics": refused early, never answered late with a 500).
+
+    `retry_after` is whole seconds, at least 1 (RFC 9110 §10.2.3 allows no fraction).
+    """
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"overloaded, retry after {retry_after} s")
@@ -76,7 +80,8 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    """The envelope `{"status_code": int, "detail": str, **extra}` with that status."""
+    """The envelope `{"status_code": int, "detail": str, **extra}` with that status and
+    `headers` (contract, "Errors": every error is this JSON; `detail` is one string)."""
     return JSONResponse(
         {"status_code": status_code, "detail": detail, **extra},
         status_code=status_code,
@@ -85,7 +90,8 @@ def error_response(
 
 
 def envelope_bytes(status_code: int, detail: str) -> bytes:
-    """The envelope's bytes, for answers written below the ASGI app (api/http_server.py)."""
+    """The envelope's bytes (compact UTF-8 JSON), for answers written below the ASGI app
+    (api/http_server.py, where no JSONResponse can be sent)."""
     return json.dumps(
         {"status_code": status_code, "detail": detail}, separators=(",", ":")
     ).encode()
@@ -106,6 +112,7 @@ def forbidden() -> JSONResponse:
 
 
 def _domain_error(exc: RepositoryError) -> JSONResponse | None:
+    """The DOMAIN_ERRORS answer for `exc` (logged if its spec says so); None if unregistered."""
     for cls in type(exc).__mro__:
         spec = DOMAIN_ERRORS.get(cls)
         if spec is not None:
@@ -121,16 +128,20 @@ def _domain_error(exc: RepositoryError) -> JSONResponse | None:
 
 
 def internal_error(exc: BaseException) -> JSONResponse:
-    """500 without anything internal in it; the exception is logged with the request id."""
+    """500 without anything internal in it (contract, "Errors": no stack trace, SQL, driver or
+    exception name); the exception and its traceback are logged, with the request id."""
     log.error("unhandled_error", exc_info=exc)
     return error_response(500, INTERNAL_DETAIL)
 
 
 def _clean_msg(msg: str) -> str:
+    """Pydantic's message without its "Value error, " prefix, which says nothing to a client."""
     return msg.removeprefix("Value error, ")
 
 
 def _items(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as the contract's `errors` items: `{"loc": [str|int], "msg": str,
+    "type": str}`; `input` and `ctx` are left out, so a body never comes back in an answer."""
     return [
         {
             "loc": [p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
@@ -142,7 +153,8 @@ def _items(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def validation_response(exc: RequestValidationError) -> JSONResponse:
-    """400 when the body is not JSON (contract: "not valid JSON: 400"), else 422 with `errors`."""
+    """400 when the body is not JSON (contract, "Endpoints": "not valid JSON: 400"), else 422
+    with `errors` (contract, "Errors") and a `detail` naming the first field that failed."""
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
         return error_response(400, "Request body is not valid JSON")
@@ -153,7 +165,12 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 def response_for(exc: BaseException) -> JSONResponse:
-    """The envelope response for any exception; unknown ones are a logged 500."""
+    """The envelope response for any exception; never raises.
+
+    AuthError: 401; RequestValidationError: 400 or 422; Overloaded: 503 + Retry-After;
+    Starlette's HTTPException: its status, detail and headers; a RepositoryError registered
+    in DOMAIN_ERRORS: its spec; anything else: a logged 500 (internal_error).
+    """
     if isinstance(exc, AuthError):
         return unauthorized(exc)
     if isinstance(exc, RequestValidationError):
@@ -171,7 +188,8 @@ def response_for(exc: BaseException) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route Starlette's, FastAPI's and the repositories' errors through `response_for`."""
+    """Route Starlette's, FastAPI's and the repositories' errors through `response_for`, and
+    give a 405 the `Allow` header of every route of its path (RFC 9110 §15.5.6)."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         response = response_for(exc)
@@ -184,6 +202,8 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, handle)
 
 
+#: The error responses every task operation documents in OpenAPI (contract, "Service
+#: endpoints": "every endpoint documents its error responses").
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     400: {"description": "The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493)"},
     401: {

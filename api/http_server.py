@@ -1,5 +1,7 @@
-"""uvicorn's httptools protocol with the limits a public server needs (contract, "HTTP
-semantics"): a bounded request head, a head-read deadline and a connection limit.
+"""The HTTP/1.1 server's protocol: uvicorn's httptools one, with bounded request heads.
+
+The limits a public server needs (contract, "HTTP semantics"): a bounded request head, a
+head-read deadline and a connection limit.
 
 uvicorn with httptools has none of them: a head of any size is buffered (8 MB headers were
 answered 200; 8 slow 16 MB heads added 160 MB of RSS), and a connection that sends nothing,
@@ -10,10 +12,9 @@ h11 has a head limit but costs ~23 % CPU here; Granian was measured (README, "HT
 (an import string, so `--workers` can spawn it). It relies on these uvicorn internals of
 `HttpToolsProtocol`, pinned by tests/test_http_server.py (which fails when they change) and
 by the `uvicorn` minor version in pyproject.toml: `connection_made`, `data_received`,
-`on_header`, `on_headers_complete`, `on_message_complete`, `send_400_response`, and the attributes
-`loop`, `transport`, `cycle` (`response_complete`, `keep_alive`), `connections`, `app`,
-`headers`,
-`server_state.default_headers`.
+`on_header`, `on_headers_complete`, `on_message_complete`, `send_400_response`, and the
+attributes `loop`, `transport`, `cycle` (`response_complete`, `keep_alive`), `connections`,
+`app`, `headers`, `server_state.default_headers`.
 
 Limits (api/settings.py, per process): HTTP_MAX_HEAD_BYTES (16 KiB), HTTP_MAX_HEADERS (100),
 HTTP_HEAD_TIMEOUT_SECONDS (10 s), HTTP_MAX_CONNECTIONS (1024); the keep-alive timeout is
@@ -36,6 +37,7 @@ from api.settings import get_settings
 
 log = structlog.get_logger(__name__)
 
+#: Reason phrases of the statuses written here (RFC 9110 §15; 431: RFC 6585 §5).
 _REASONS: Final = {
     400: b"Bad Request",
     431: b"Request Header Fields Too Large",
@@ -45,6 +47,10 @@ _REASONS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class HTTPLimits:
+    """One process's limits: head size in bytes, header field count, head deadline in
+    seconds, open connections (HTTP_MAX_HEAD_BYTES, HTTP_MAX_HEADERS,
+    HTTP_HEAD_TIMEOUT_SECONDS, HTTP_MAX_CONNECTIONS)."""
+
     max_head_bytes: int
     max_headers: int
     head_timeout: float
@@ -53,7 +59,8 @@ class HTTPLimits:
 
 @cache
 def limits() -> HTTPLimits:
-    """The limits of this process, from the settings (read once, in each worker)."""
+    """The limits of this process, from the settings (read once, in each worker, where the
+    protocol is imported by uvicorn's import string). Raises what `get_settings` raises."""
     settings = get_settings()
     return HTTPLimits(
         max_head_bytes=settings.http_max_head_bytes,
@@ -66,8 +73,11 @@ def limits() -> HTTPLimits:
 def raw_error_response(
     status_code: int, detail: str, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
-    """A whole HTTP/1.1 response with the JSON envelope, `Connection: close` and a fresh
-    X-Request-ID, for answers given before there is a request to hand to the app."""
+    """A whole HTTP/1.1 response (bytes to write to the transport) with the JSON envelope,
+    `Connection: close` and a fresh X-Request-ID, for answers given before there is a
+    request to hand to the app. `default_headers` are uvicorn's (`date`, `server` when
+    enabled); a 503 also gets `Retry-After` (contract: every error is the envelope, every
+    response has an X-Request-ID)."""
     body = envelope_bytes(status_code, detail)
     lines = [b"HTTP/1.1 %d %s\r\n" % (status_code, _REASONS.get(status_code, b""))]
     lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
@@ -129,6 +139,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the head deadline; over `max_connections`, answer this connection 503."""
         super().connection_made(transport)
         self._arm_head_timer()
         if len(self.connections) > self._limits.max_connections:
@@ -136,10 +147,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.app = _too_many_connections
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the head deadline, then uvicorn's own cleanup."""
         self._cancel_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Feed the parser, but never more than `max_head_bytes` of one head (then 431)."""
         if not self._in_head:
             super().data_received(data)
             return
@@ -163,6 +176,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # --- httptools parser callbacks -----------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools callback: one header field; raises ValueError past `max_headers`."""
         if len(self.headers) >= self._limits.max_headers:
             # httptools stops parsing and raises HttpParserCallbackError from feed_data,
             # which uvicorn answers with send_400_response (below: our 431).
@@ -171,11 +185,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        """httptools callback: the head is complete; its deadline and byte count stop."""
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        """httptools callback: the body is complete; what follows is the next head."""
         super().on_message_complete()
         # Whatever arrives next on this connection is the head of its next request.
         self._in_head = True
@@ -184,6 +200,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # --- uvicorn ------------------------------------------------------------------------------
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse: the 400 envelope and close
+        (or 431 when it was too many header fields)."""
         if self._too_many_headers:
             self._reject_head()
             return
@@ -194,6 +212,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # --- limits -------------------------------------------------------------------------------
 
     def _reject_head(self) -> None:
+        """431 and close; only close while a pipelined response is still being written."""
         self._in_head = False
         self._cancel_head_timer()
         log.info("http_head_too_large", max_head_bytes=self._limits.max_head_bytes)
@@ -215,6 +234,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
+        """The head deadline passed: close now, or after the pipelined response in flight."""
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
             return

@@ -29,7 +29,10 @@ METHOD_ORDER: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS
 
 
 class HTTPRoute(APIRoute):
-    """An APIRoute that answers HEAD like GET (without a body) and ignores one trailing slash."""
+    """An APIRoute that answers HEAD like GET (without a body) and ignores one trailing slash.
+
+    Takes APIRoute's arguments unchanged; `methods` never needs HEAD (OpenAPI would list it).
+    """
 
     def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(path, *args, **kwargs)
@@ -40,12 +43,14 @@ class HTTPRoute(APIRoute):
             self.path_regex = re.compile(pattern[:-1] + "/?$")
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's match, with HEAD a FULL match wherever GET is (else it is PARTIAL: 405)."""
         match, child_scope = super().matches(scope)
         if match is Match.PARTIAL and scope["method"] == "HEAD" and "GET" in self.methods:
             return Match.FULL, child_scope
         return match, child_scope
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the endpoint; for HEAD, the GET endpoint with its body bytes dropped."""
         if scope["method"] == "HEAD" and "GET" in self.methods:
             await self.app(scope, receive, _without_body(send))
             return

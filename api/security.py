@@ -26,12 +26,15 @@ bearer_scheme: Final = HTTPBearer(auto_error=False, bearerFormat="JWT")
 class AuthenticatedRoute(JSONBodyRoute):
     """Token (401), then owner (403), then the endpoint; every error in the envelope.
 
-    Sets `request.state.user_id` (for the access log) and `request.state.principal`.
+    The verifier is `app.state.verifier` (a TokenVerifier, set in the lifespan). Sets
+    `request.state.user_id` (for the access log) and `request.state.principal`.
     Exceptions raised below become envelope responses here, through `api.errors`, so that
     they pass back through CORS with their headers.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The JSON-body handler behind the token and owner checks; it returns a Response
+        for every outcome and raises nothing but cancellation."""
         handler = super().get_route_handler()
 
         async def authenticated(request: Request) -> Response:
@@ -61,9 +64,14 @@ async def current_user(
     ],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> Principal:
-    """The principal AuthenticatedRoute verified (declares `user_id` and the scheme in OpenAPI)."""
+    """The principal AuthenticatedRoute verified; never raises on such a route.
+
+    Its parameters only declare, in OpenAPI, the path's `user_id` and the bearer security
+    scheme (contract, "Service endpoints": every endpoint documents its security scheme).
+    """
     principal: Principal = request.state.principal
     return principal
 
 
+#: An endpoint parameter: the request's verified Principal.
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -38,15 +38,18 @@ router = APIRouter(include_in_schema=False)
 
 
 def _asset_url(request: Request, name: str) -> str:
+    """The asset's URL path, under the app's `root_path` (behind a path-prefixing proxy)."""
     return f"{request.scope.get('root_path', '')}{ASSETS_PATH}/{name}"
 
 
 def _openapi_url(request: Request) -> str:
+    """The OpenAPI document's URL path, under the app's `root_path`."""
     return f"{request.scope.get('root_path', '')}{request.app.openapi_url}"
 
 
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
+    """The Swagger UI page, its script, style sheet and icon from ASSETS_PATH."""
     return get_swagger_ui_html(
         openapi_url=_openapi_url(request),
         title=f"{request.app.title} - Swagger UI",
@@ -61,12 +64,14 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 
 @router.get("/docs/oauth2-redirect")
 async def swagger_ui_redirect() -> HTMLResponse:
+    """FastAPI's OAuth2 redirect page, which Swagger UI's "Authorize" dialog expects."""
     return get_swagger_ui_oauth2_redirect_html()
 
 
 @router.get(ASSETS_PATH + "/{name}")
 async def asset(name: str) -> FileResponse:
-    """One of ASSETS; any other name is 404 (in the API's JSON error shape)."""
+    """One of ASSETS by `name`, with a day of caching; any other name is 404 (in the API's
+    JSON error shape), so no path under the package folder can be reached."""
     media_type = ASSETS.get(name)
     if media_type is None:
         raise HTTPException(status_code=404, detail="Not Found")

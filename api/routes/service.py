@@ -24,12 +24,14 @@ router = APIRouter(tags=["service"], route_class=HTTPRoute)
 
 @cache
 def _expected_version() -> int:
+    """The newest migration's version number, read once."""
     return latest_version()  # the migration files do not change while the process runs
 
 
 @router.get("/health", summary="The process is up (no database)")
 async def health() -> dict[str, str]:
-    """Always `{"status": "ok"}`: the process answers; the database is not touched."""
+    """Always 200 `{"status": "ok"}`: the process answers; the database is not touched
+    (contract, "Service endpoints": `/health`, process is up, no database)."""
     return {"status": "ok"}
 
 
@@ -39,7 +41,13 @@ async def health() -> dict[str, str]:
     responses={503: {"description": "Not ready; `detail` says why"}},
 )
 async def ready(request: Request) -> Any:
-    """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`."""
+    """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`.
+
+    503 while the lifespan has not built the repository yet ("Starting up"), when the
+    database does not answer within min(2 s, DB_POOL_TIMEOUT) (with `Retry-After`), or when
+    the schema is older than the newest migration. Contract, "Service endpoints" and
+    "Database faults" (`/ready` 503 within its 2 s). Never raises for a database fault.
+    """
     settings: Settings = request.app.state.settings
     repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
     if repository is None:
