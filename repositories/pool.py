@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 # DB_PREPARED_STATEMENTS: "auto", "on" or "off" (a str, so the settings enum passes as is).
 PreparedMode = str
+#: One result row, its values in the SELECT's column order, as psycopg's default row factory.
 Row = tuple[Any, ...]
 
 # psycopg's own default: a statement is prepared on its 5th execution on a connection.
@@ -69,17 +70,21 @@ CONNECTION_FAILURES: Final = (
 _ROUTE_SQL: Final = (
     "SELECT pg_backend_pid(), inet_server_port(), inet_client_addr(), inet_client_port()"
 )
+# Strong references to clean-up tasks: the event loop keeps only weak ones (asyncio docs,
+# "Important: Save a reference to the result of this function").
 _background: set[asyncio.Task[Any]] = set()
 
 
 class StatementTimeout(Exception):
     """A statement (or the checkout check) did not finish within its deadline; it was
-    cancelled and its connection closed."""
+    cancelled and its connection closed. The repository answers it as DatabaseUnavailable
+    (contract, "Database faults": 500 + Retry-After within DB_STATEMENT_TIMEOUT)."""
 
 
 @dataclass(frozen=True)
 class Route:
-    """What the server said about a connection: `direct` means no pooler sits between."""
+    """What the server said about a connection: `direct` means no pooler sits between;
+    `reason` is one human-readable sentence for the `db_connection` log event."""
 
     direct: bool
     reason: str
@@ -92,7 +97,12 @@ def connection_kwargs(
     statement_timeout: float = 5.0,
     application_name: str = "tasks-api",
 ) -> dict[str, Any]:
-    """Per-connection settings (libpq parameters). Autocommit: each call is one statement.
+    """Per-connection settings (libpq parameters and psycopg's `autocommit` and
+    `prepare_threshold`), as the pool's `kwargs`. Autocommit: each call is one statement.
+
+    `prepare_threshold`: executions before psycopg prepares a statement (None: never);
+    `connect_timeout`: whole seconds, libpq's; `statement_timeout`: seconds, only to size
+    `tcp_user_timeout`.
 
     Keepalives notice a peer that vanished while the connection was idle within about
     30 + 3 * 5 s; `tcp_user_timeout` (milliseconds, Linux) drops a connection whose sent
@@ -129,6 +139,8 @@ def _local_endpoint(conn: AsyncConnection[Any]) -> tuple[Any, int] | None:
 
 
 def _ip(value: Any) -> Any:
+    """An address (str or ipaddress object, maybe with a `%zone`) as an ipaddress object,
+    IPv4-mapped IPv6 as IPv4: the server and our socket may spell the same peer either way."""
     addr = ipaddress.ip_address(str(value).split("%")[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
@@ -145,6 +157,9 @@ async def probe_route(conn: AsyncConnection[Any], *, within: float) -> Route:
     the client at our socket's own address and port and accepts on the port we dialled
     (a proxy has a socket of its own). Anything unverifiable, a unix socket included,
     counts as pooled: the safe side.
+
+    `within` is the deadline in seconds. Raises StatementTimeout or psycopg's error (the new
+    connection is then discarded by the pool).
     """
     rows = await execute_bounded(conn, _ROUTE_SQL, None, within=within, prepare=False)
     pid, server_port, client_addr, client_port = rows[0]
@@ -281,6 +296,10 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
     Connections whose check fails are replaced back to back: psycopg_pool sleeps with backoff
     after each one, so after Neon's suspend (every idle connection dead at once) the first
     request slept through one delay per dead connection and ran out of DB_POOL_TIMEOUT.
+
+    `prepared_statements` is DB_PREPARED_STATEMENTS (`auto`, `on`, `off`) and
+    `statement_timeout` DB_STATEMENT_TIMEOUT in seconds; the other keyword arguments are
+    AsyncConnectionPool's, except `configure`, which this class sets.
     """
 
     # Reconnection backs off 1 s, 2 s, 4 s… without a ceiling: after a one-minute outage
@@ -303,7 +322,11 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         super().__init__(conninfo, configure=self._configure_connection, **kwargs)
 
     async def _configure_connection(self, conn: AsyncConnection[Any]) -> None:
-        """Once per new connection: decide prepared statements and the server-side timeout."""
+        """Once per new connection: decide prepared statements and the server-side timeout.
+
+        Raises StatementTimeout or psycopg's error, on which psycopg_pool discards the
+        connection and tries again with backoff.
+        """
         if self.prepared_statements == "off":
             conn.prepare_threshold = None
             log.info("db_connection", direct=None, prepared=False, reason="off")
@@ -333,15 +356,19 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         )
 
     async def schedule_task(self, task: MaintenanceTask, delay: float) -> None:
+        """psycopg_pool's scheduling, with a reconnection's `delay` (seconds) capped at
+        MAX_RECONNECT_DELAY."""
         if isinstance(task, AddConnection):
             delay = min(delay, self.MAX_RECONNECT_DELAY)
         await super().schedule_task(task, delay)
 
     async def putconn(self, conn: AsyncConnection[Any]) -> None:
+        """Return `conn` to the pool, noting when (for the checkout-check bypass)."""
         self._returned_at[conn] = monotonic()
         await super().putconn(conn)
 
     def _fresh(self, conn: AsyncConnection[Any]) -> bool:
+        """Returned within CHECK_BYPASS_SECONDS with nothing unread: safe to hand out unchecked."""
         returned = self._returned_at.get(conn)
         return (
             returned is not None
@@ -350,6 +377,10 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         )
 
     async def _getconn_with_check_loop(self, deadline: float) -> AsyncConnection[Any]:
+        """psycopg_pool's checkout loop (called by `getconn`), ending by `deadline`
+        (monotonic): a connection that is fresh or passes a bounded empty query; a failing
+        one is discarded and the next tried at once. Raises PoolTimeout once `deadline` has
+        passed."""
         while True:
             conn = await self._getconn_unchecked(deadline - monotonic())
             if self._fresh(conn):
@@ -408,6 +439,9 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
 
 
 def _hand_back_later(pool: TasksPool, conn: AsyncConnection[Any]) -> None:
+    """Give `conn` back to `pool` once the background cancel has closed it (or after about
+    5 * CANCEL_BUDGET, closing it ourselves): a cancelled request must not leak a slot."""
+
     async def later() -> None:
         for _ in range(50):
             if conn.closed:
@@ -434,8 +468,10 @@ def build_pool(
     statement_timeout: float = 5.0,
 ) -> TasksPool:
     """The service's pool; `timeout` and `statement_timeout` in seconds (DB_POOL_TIMEOUT,
-    DB_STATEMENT_TIMEOUT). `prepared_statements`: `off` never prepares; `auto` and `on`
-    prepare only on a connection `probe_route` confirms is direct."""
+    DB_STATEMENT_TIMEOUT), `connect_timeout` in whole seconds; `min_size`/`max_size`
+    connections (DB_POOL_MIN, DB_POOL_MAX). `prepared_statements`: `off` never prepares;
+    `auto` and `on` prepare only on a connection `probe_route` confirms is direct (contract,
+    "Database faults"). Not opened: the lifespan opens it (`await pool.open()`)."""
     return TasksPool(
         conninfo,
         prepared_statements=prepared_statements,
