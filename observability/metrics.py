@@ -1,4 +1,8 @@
-"""Prometheus metrics beyond the HTTP ones of prometheus-fastapi-instrumentator."""
+"""Prometheus metrics beyond the HTTP ones of prometheus-fastapi-instrumentator.
+
+Served at `/metrics` (contract, "Service endpoints"); under `serve --workers N` the values
+of the live workers are summed (observability/multiprocess.py).
+"""
 
 from __future__ import annotations
 
@@ -30,10 +34,12 @@ REQUESTS_REFUSED = Counter(
 
 
 def observe_sql(statement: str, seconds: float) -> None:
+    """Record one statement's time in seconds, by its `-- name:` in sql/ (a bounded label)."""
     SQL_DURATION.labels(statement=statement).observe(seconds)
 
 
 def count_auth_failure(reason: str) -> None:
+    """Count one 401 or 403 by `reason` (AuthError.reason or `user_mismatch`, a fixed set)."""
     AUTH_FAILURES.labels(reason=reason).inc()
 
 
@@ -55,7 +61,8 @@ POOL_MAX = Gauge("tasks_db_pool_max", "Configured maximum pool size.", multiproc
 
 
 def update_pool_gauges(stats: Mapping[str, int]) -> None:
-    """From psycopg_pool's `get_stats()`."""
+    """Set the pool gauges from psycopg_pool's `get_stats()` (connection and request counts
+    by psycopg_pool's names; a missing key counts as 0)."""
     POOL_SIZE.set(stats.get("pool_size", 0))
     POOL_IDLE.set(stats.get("pool_available", 0))
     POOL_WAITING.set(stats.get("requests_waiting", 0))
@@ -78,7 +85,11 @@ _SWEEP_EVERY = 5
 async def pool_stats_reporter(pool: Any, *, interval: float = 1.0) -> None:
     """Refresh the pool gauges every `interval` seconds until cancelled (at shutdown); at
     start and every few refreshes, drop the live gauges of workers that died without a
-    clean exit (observability.multiprocess.forget_dead_processes)."""
+    clean exit (observability.multiprocess.forget_dead_processes).
+
+    `pool` is anything with psycopg_pool's `get_stats() -> dict[str, int]`. Returns only by
+    cancellation, which it re-raises after dropping this worker's own live gauges.
+    """
     from observability.multiprocess import forget_dead_processes
 
     try:

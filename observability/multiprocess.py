@@ -14,11 +14,14 @@ log = structlog.get_logger(__name__)
 
 
 def _clear(directory: Path) -> None:
+    """Delete the metric files (`*.db`) of an earlier run, leaving anything else."""
     for stale in directory.glob("*.db"):
         stale.unlink(missing_ok=True)
 
 
 def _cleanup(directory: Path, *, owned: bool, creator: int) -> None:
+    """At exit of the `serve` process (`creator`): remove the directory if we made it
+    (`owned`), else only empty it of metric files."""
     if os.getpid() != creator:  # never from a worker
         return
     if owned:
@@ -35,6 +38,10 @@ def prepare_multiprocess_dir(workers: int) -> Path | None:
     make is removed when `serve` exits; one the operator named is emptied of metric files at
     start and at exit, never removed. Counters restart at zero with the service, which
     Prometheus's rate() and increase() treat as a counter reset.
+
+    `workers` is `serve --workers`; returns the directory, or None for one worker (then
+    PROMETHEUS_MULTIPROC_DIR is unset, and metrics stay in memory). Raises OSError when
+    the directory cannot be made.
     """
     if workers <= 1:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
