@@ -334,23 +334,36 @@ async def test_if_match_star_applies_to_an_existing_task_and_a_missing_one_stays
 
 
 async def test_twenty_concurrent_puts_with_one_tag_exactly_one_wins(
-    client: httpx.AsyncClient, user_id: str
+    client: httpx.AsyncClient, database_url: str, user_id: str
 ) -> None:
+    """The writers are made to overlap for certain: the task's row is held until every
+    statement the pool can run (10) waits on it, so all of them start from the same version."""
     created = await _create(client, user_id)
-    url = f"{_base(user_id)}/{created.json()['id']}"
+    task_id = created.json()["id"]
+    url = f"{_base(user_id)}/{task_id}"
     tag = created.headers["etag"]
-    responses = await asyncio.gather(
-        *(
-            client.put(
-                url, json={"title": f"writer {n}"}, headers={**auth(user_id), "If-Match": tag}
+    async with await psycopg.AsyncConnection.connect(database_url) as holder:
+        await holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        writers = [
+            asyncio.create_task(
+                client.put(
+                    url, json={"title": f"writer {n}"}, headers={**auth(user_id), "If-Match": tag}
+                )
             )
             for n in range(20)
-        )
-    )
+        ]
+        for _ in range(200):
+            if await _waiting_on_lock(database_url, "UPDATE tasks", at_least=10):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the writers never queued on the task's row")
+        await holder.rollback()
+    responses = await asyncio.gather(*writers)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [412] * 19, statuses
     winner = next(r for r in responses if r.status_code == 200)
-    final = await _task(client, user_id, created.json()["id"])
+    final = await _task(client, user_id, task_id)
     assert final.json()["title"] == winner.json()["title"]
     assert final.headers["etag"] == winner.headers["etag"]
 
@@ -503,7 +516,7 @@ async def _users_row_locked(database_url: str, owner: str) -> AsyncIterator[None
             await conn.rollback()
 
 
-async def _waiting_on_lock(database_url: str, statement_part: str) -> bool:
+async def _waiting_on_lock(database_url: str, statement_part: str, *, at_least: int = 1) -> bool:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -511,7 +524,7 @@ async def _waiting_on_lock(database_url: str, statement_part: str) -> bool:
             (statement_part,),
         )
         row = await cur.fetchone()
-    return bool(row and row[0])
+    return bool(row and row[0] >= at_least)
 
 
 async def test_a_repeat_while_the_first_runs_is_409_then_the_first_is_replayed(
@@ -526,7 +539,8 @@ async def test_a_repeat_while_the_first_runs_is_409_then_the_first_is_replayed(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the first request never reached its lock wait")
-        repeat = await _keyed(client, user_id, "slow", {"title": "slow"})
+        # At once: a repeat never waits for the first (without the lock it would, forever).
+        repeat = await asyncio.wait_for(_keyed(client, user_id, "slow", {"title": "slow"}), 5)
         assert repeat.status_code == 409, repeat.text
         assert repeat.json()["status_code"] == 409 and repeat.headers["retry-after"]
         assert not first.done()
