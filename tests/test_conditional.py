@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from repositories.queries import LIST_STATEMENTS
-from tests.support import auth, new_user_id
+from tests.support import SECRET, auth, new_user_id, running_service
 
 STRONG_TAG = re.compile(r'"[\x21\x23-\x7e]+"')
 
@@ -651,3 +651,20 @@ async def test_openapi_documents_the_headers_and_the_conditional_answers(app: Fa
         for code in codes & {"200", "201", "304"}:
             assert "ETag" in operation["responses"][code]["headers"], (path, method, code)
     assert json.dumps(spec)  # serialisable as served
+
+
+def test_a_replay_survives_a_restart_of_the_service(database_url: str) -> None:
+    """Keys live in PostgreSQL: `tasks-api serve` is stopped and started again in between."""
+    owner = new_user_id()
+    env = {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET, "DB_POOL_MIN": "1"}
+    headers = {**auth(owner), "Idempotency-Key": "across-restarts"}
+    body = {"title": "survives"}
+    with running_service(env) as (base, _proc):
+        first = httpx.post(f"{base}{_base(owner)}", json=body, headers=headers, timeout=10)
+    assert first.status_code == 201
+    with running_service(env) as (base, _proc):
+        again = httpx.post(f"{base}{_base(owner)}", json=body, headers=headers, timeout=10)
+        listed = httpx.get(f"{base}{_base(owner)}", headers=auth(owner), timeout=10).json()
+    assert again.status_code == 201 and again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"]
+    assert [t["title"] for t in listed] == ["survives"]
