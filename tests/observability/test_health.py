@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from repositories.migrations import latest_version
 from tests.observability.helpers import access_lines, read_json_log, service_env, wait_until
 from tests.support import make_token, new_user_id, require, running_service
 
@@ -24,7 +25,7 @@ def test_a_broken_schema_is_a_logged_500_and_ready_says_why(
     with running_service(service_env(empty_database), log_path=log_path) as (base, _):
         ready = httpx.get(f"{base}/ready", timeout=10.0)
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "schema_version": 1}
+        assert ready.json() == {"status": "ready", "schema_version": latest_version()}
 
         with psycopg.connect(empty_database, autocommit=True) as conn:
             conn.execute("DROP TABLE tasks")  # a fault no handler knows: unexpected error
@@ -43,12 +44,13 @@ def test_a_broken_schema_is_a_logged_500_and_ready_says_why(
             conn.execute("DELETE FROM schema_migrations")
         behind = httpx.get(f"{base}/ready", timeout=10.0)
         assert behind.status_code == 503
-        assert behind.json() == {"status_code": 503, "detail": "Schema version 0, expected 1"}
+        expected = f"Schema version 0, expected {latest_version()}"
+        assert behind.json() == {"status_code": 503, "detail": expected}
         with psycopg.connect(empty_database, autocommit=True) as conn:
             conn.execute("DROP TABLE schema_migrations")
         never = httpx.get(f"{base}/ready", timeout=10.0)
         assert never.status_code == 503, never.text
-        assert never.json()["detail"] == "Schema version 0, expected 1"
+        assert never.json()["detail"] == expected
         assert httpx.get(f"{base}/health", timeout=5.0).json() == {"status": "ok"}
 
     records = read_json_log(log_path)
