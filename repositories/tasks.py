@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, LiteralString
 
@@ -31,6 +31,18 @@ Status = Literal["all", "pending", "completed"]
 Sort = Literal["created", "title"]
 Order = Literal["asc", "desc"]
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a POST creates: the owner's id (and the name and email its users row gets on its
+    first write), the title and the description."""
+
+    user_id: str
+    title: str
+    description: str | None
+    name: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,37 +147,12 @@ class TaskRepository:
                 raise DatabaseUnavailable(type(exc).__name__) from exc
         raise AssertionError("unreachable")
 
-    async def create_task(
-        self,
-        *,
-        user_id: str,
-        title: str,
-        description: str | None,
-        name: str | None = None,
-        email: str | None = None,
-    ) -> VersionedTask:
-        rows = await self._run(
-            "create_task",
-            {
-                "user_id": user_id,
-                "title": title,
-                "description": description,
-                "name": name,
-                "email": email,
-            },
-        )
+    async def create_task(self, new: NewTask) -> VersionedTask:
+        rows = await self._run("create_task", asdict(new))
         return _versioned(rows[0])
 
     async def create_task_idempotent(
-        self,
-        *,
-        user_id: str,
-        key: str,
-        fingerprint: bytes,
-        title: str,
-        description: str | None,
-        name: str | None = None,
-        email: str | None = None,
+        self, new: NewTask, *, key: str, fingerprint: bytes
     ) -> IdempotentCreate:
         """Create the task once per (user, key) within 24 hours (IETF httpapi
         idempotency-key draft); a repeat gets the stored response.
@@ -173,18 +160,8 @@ class TaskRepository:
         Raises IdempotencyKeyInFlight while a request with the key runs (on any instance),
         IdempotencyKeyReused when the key's stored `fingerprint` is another one.
         """
-        rows = await self._run(
-            "create_task_idempotent",
-            {
-                "user_id": user_id,
-                "key": key,
-                "fingerprint": fingerprint,
-                "title": title,
-                "description": description,
-                "name": name,
-                "email": email,
-            },
-        )
+        params = {**asdict(new), "key": key, "fingerprint": fingerprint}
+        rows = await self._run("create_task_idempotent", params)
         row = rows[0]
         if not row["free"]:
             raise IdempotencyKeyInFlight(key)

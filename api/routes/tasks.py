@@ -32,7 +32,7 @@ from repositories.models import (
     TaskUpdate,
     ValidationErrorResponse,
 )
-from repositories.tasks import TaskList, VersionedTask
+from repositories.tasks import NewTask, TaskList, VersionedTask
 
 
 def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -161,25 +161,11 @@ async def create_task(
     response: Response,
     key: IdempotencyKey,
 ) -> TaskPublic:
+    new = NewTask(user.sub, body.title, body.description, name=user.name, email=user.email)
     if key is None:
-        created = await tasks.create_task(
-            user_id=user.sub,
-            title=body.title,
-            description=body.description,
-            name=user.name,
-            email=user.email,
-        )
-        task = _tagged(response, created)
+        task = _tagged(response, await tasks.create_task(new))
     else:
-        once = await tasks.create_task_idempotent(
-            user_id=user.sub,
-            title=body.title,
-            description=body.description,
-            name=user.name,
-            email=user.email,
-            key=key,
-            fingerprint=fingerprint(body),
-        )
+        once = await tasks.create_task_idempotent(new, key=key, fingerprint=fingerprint(body))
         task = once.task  # the stored response, also on a replay (same status and body)
         response.headers["ETag"] = task_etag(task.id, once.version)
     response.headers["Location"] = f"/api/{quote(user.sub, safe='')}/tasks/{task.id}"
