@@ -6,7 +6,6 @@ from time import monotonic
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
@@ -14,11 +13,9 @@ from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 def connection_kwargs(
     *, prepare_threshold: int | None, connect_timeout: int, application_name: str = "tasks-api"
 ) -> dict[str, Any]:
-    """Per-connection settings. Autocommit: every repository call is a single statement.
-    Rows are dicts, read by column name (repositories/tasks.py)."""
+    """Per-connection settings. Autocommit: every repository call is a single statement."""
     return {
         "autocommit": True,
-        "row_factory": dict_row,
         "prepare_threshold": prepare_threshold,
         "connect_timeout": connect_timeout,
         "application_name": application_name,

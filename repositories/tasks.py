@@ -1,7 +1,7 @@
 """TaskRepository: every method is one owner-scoped SQL statement from `sql/tasks.sql`.
 
-Rows come back as dicts (the pool's connections use `psycopg.rows.dict_row`) and are read by
-column name, so a reordered SELECT cannot assign a value to the wrong field.
+Rows come back as dicts (`psycopg.rows.dict_row`, on this module's cursors only) and are read
+by column name, so a reordered SELECT cannot assign a value to the wrong field.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Literal, LiteralString
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from observability.metrics import observe_sql
@@ -135,7 +136,8 @@ class TaskRepository:
             started = time.perf_counter()
             try:
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(query, params)
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(query, params)
                     rows = await cur.fetchall() if cur.description is not None else []
                 observe_sql(name, time.perf_counter() - started)
                 return rows
