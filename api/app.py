@@ -130,8 +130,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         JSONCORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "X-Total-Count", "Location", "Retry-After"],
+        # Conditional requests and safe retries (contract): the three request headers, and
+        # ETag readable from script.
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Request-ID",
+            "If-Match",
+            "If-None-Match",
+            "Idempotency-Key",
+        ],
+        expose_headers=["X-Request-ID", "X-Total-Count", "Location", "Retry-After", "ETag"],
         allow_credentials=False,
         max_age=600,
     )

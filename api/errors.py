@@ -24,7 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.auth import AuthError
 from api.routing import allowed_methods
 from observability.metrics import count_auth_failure
-from repositories.errors import DatabaseUnavailable, RepositoryError, TaskNotFound
+from repositories.errors import (
+    DatabaseUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    PreconditionFailed,
+    RepositoryError,
+    TaskNotFound,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +63,8 @@ class DomainErrorSpec:
     status_code: int
     detail: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: further members of the body (a 422's `errors`, contract "Errors")
+    extra: Mapping[str, Any] = field(default_factory=dict)
     #: the event logged when it happens, and its stdlib level (None: routine, not logged)
     log_event: str | None = None
     log_level: int = logging.ERROR
@@ -64,6 +73,30 @@ class DomainErrorSpec:
 #: The one registry of handled domain errors (looked up along the exception's MRO).
 DOMAIN_ERRORS: Final[dict[type[RepositoryError], DomainErrorSpec]] = {
     TaskNotFound: DomainErrorSpec(404, "Task not found"),
+    # RFC 9110 §15.5.13; contract, "Conditional requests and safe retries".
+    PreconditionFailed: DomainErrorSpec(
+        412, "Precondition failed: the task is not at a version If-Match names"
+    ),
+    # IETF httpapi idempotency-key draft §2.7: a retry while the first request runs is 409.
+    IdempotencyKeyInFlight: DomainErrorSpec(
+        409,
+        "A request with this Idempotency-Key is still being processed; retry shortly",
+        headers={"Retry-After": "1"},
+    ),
+    # Same draft: a key reused with another payload is 422.
+    IdempotencyKeyReused: DomainErrorSpec(
+        422,
+        "Idempotency-Key was already used for a request with another body",
+        extra={
+            "errors": [
+                {
+                    "loc": ["header", "Idempotency-Key"],
+                    "msg": "already used for a request with another body",
+                    "type": "idempotency_key_reused",
+                }
+            ]
+        },
+    ),
     DatabaseUnavailable: DomainErrorSpec(
         500,
         DB_UNAVAILABLE_DETAIL,
@@ -123,7 +156,7 @@ def _domain_error(exc: RepositoryError) -> JSONResponse | None:
                     error=str(exc),
                     cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
                 )
-            return error_response(spec.status_code, spec.detail, headers=spec.headers)
+            return error_response(spec.status_code, spec.detail, headers=spec.headers, **spec.extra)
     return None
 
 
@@ -211,6 +244,11 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
     403: {"description": "The token's user is not the user in the path"},
+    409: {
+        "description": "A request with this Idempotency-Key is still being processed",
+        "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    },
+    412: {"description": "If-Match names no current ETag of the task; nothing changed"},
     413: {"description": "The body is over 64 KiB"},
     503: {
         "description": "Overloaded: refused at once, retry after `Retry-After` seconds",

@@ -106,18 +106,32 @@ class Plan:
 def statements(task_id: int) -> dict[str, tuple[str, dict[str, Any], bool]]:
     """Every statement with the values it is explained with, and whether it writes."""
     user = {"user_id": BIG_USER}
-    one = {**user, "task_id": task_id}
+    one = {**user, "task_id": task_id, "if_match": None}
     out: dict[str, tuple[str, dict[str, Any], bool]] = {
         "create_task": (
             Q["create_task"],
             {**user, "title": "Explained", "description": None, "name": None, "email": None},
             True,
         ),
+        "create_task_idempotent": (
+            Q["create_task_idempotent"],
+            {
+                **user,
+                "title": "Explained",
+                "description": None,
+                "name": None,
+                "email": None,
+                "key": "explained",
+                "fingerprint": b"explained",
+            },
+            True,
+        ),
         "get_task": (Q["get_task"], one, False),
     }
     for (status, sort, order, paged), text in LIST_STATEMENTS.items():
         name = f"list_tasks{'_page' if paged else ''} status={status} sort={sort} order={order}"
-        params = {**user, "limit": 50, "offset": 100} if paged else user
+        listed = {**user, "known": []}
+        params = {**listed, "limit": 50, "offset": 100} if paged else listed
         out[name] = (text, params, False)
     update = {"set_title": True, "title": "Renamed", "set_description": False, "description": None}
     out["update_task"] = (Q["update_task"], {**one, **update}, True)

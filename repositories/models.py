@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import StrictBool, field_serializer, field_validator
-from sqlalchemy import BigInteger, Column, Computed, DateTime, ForeignKey, Index, Text, func
+from pydantic import AfterValidator, BeforeValidator, StrictBool, field_serializer
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 TITLE_MAX = 200
@@ -57,6 +69,10 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
+    #: bumped by every statement that really changes one of the user's tasks: the list's ETag
+    tasks_version: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class Task(SQLModel, table=True):
@@ -92,50 +108,67 @@ class Task(SQLModel, table=True):
             nullable=False,
         ),
     )
+    #: bumped when a value really changes: the task's ETag, compared with If-Match in SQL
+    version: int = Field(
+        default=1, sa_column=Column(BigInteger, nullable=False, server_default="1")
+    )
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A POST's Idempotency-Key, its request fingerprint and its response, kept 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        # The inserting statement deletes expired keys oldest first, a few at a time.
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    user_id: str = Field(
+        sa_column=Column(
+            Text, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, nullable=False
+        )
+    )
+    key: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    fingerprint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status_code: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    response: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
 
 
 # --- request / response schemas ---------------------------------------------------------------
 
 
+def _title_not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("title cannot be null")
+    return value
+
+
+Title = Annotated[str, AfterValidator(clean_title)]
+"""A title: white space stripped, then 1-200 code points without control characters."""
+
+Description = Annotated[str, AfterValidator(clean_description)]
+"""A description: at most 1000 code points, no control characters but tab and newline."""
+
+
 class TaskCreate(SQLModel):
     """Body of POST. Unknown fields (id, user_id, completed, timestamps…) are ignored."""
 
-    title: str = Field(description="1-200 Unicode code points after trimming white space")
-    description: str | None = Field(default=None, description="At most 1000 code points")
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, value: str) -> str:
-        return clean_title(value)
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, value: str | None) -> str | None:
-        return None if value is None else clean_description(value)
+    title: Title = Field(description="1-200 Unicode code points after trimming white space")
+    description: Description | None = Field(default=None, description="At most 1000 code points")
 
 
 class TaskUpdate(SQLModel):
     """Body of PUT. An omitted field is unchanged; `description: null` clears it."""
 
-    title: str | None = Field(default=None, description="1-200 code points; null is rejected")
-    description: str | None = Field(default=None, description="At most 1000 code points")
-
-    @field_validator("title", mode="before")
-    @classmethod
-    def _title_not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("title cannot be null")
-        return value
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, value: str) -> str:
-        return clean_title(value)
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, value: str | None) -> str | None:
-        return None if value is None else clean_description(value)
+    # Omitted is allowed (None by default, never validated); an explicit null is 422.
+    title: Annotated[Title | None, BeforeValidator(_title_not_null)] = Field(
+        default=None, description="1-200 code points; null is rejected"
+    )
+    description: Description | None = Field(default=None, description="At most 1000 code points")
 
 
 class TaskComplete(SQLModel):

@@ -33,6 +33,7 @@ from typing import Any, Final, LiteralString
 import psycopg
 import structlog
 from psycopg import AsyncConnection
+from psycopg.rows import RowFactory
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
@@ -230,7 +231,8 @@ async def execute_bounded(
     *,
     within: float,
     prepare: bool | None = None,
-) -> list[Row]:
+    row_factory: RowFactory[Any] | None = None,
+) -> list[Any]:
     """Run one statement; its rows (empty for none). Raises StatementTimeout after `within`
     seconds (plus at most CANCEL_BUDGET to cancel it and close the connection), or the
     driver's error.
@@ -240,8 +242,9 @@ async def execute_bounded(
     server to confirm a cancel, which a silent server (a paused PgBouncer) never does.
     """
 
-    async def run() -> list[Row]:
-        cur = await conn.execute(query, params, prepare=prepare)
+    async def run() -> list[Any]:
+        cur = conn.cursor(row_factory=row_factory) if row_factory else conn.cursor()
+        await cur.execute(query, params, prepare=prepare)
         return await cur.fetchall() if cur.description is not None else []
 
     task = asyncio.ensure_future(run())
@@ -405,9 +408,15 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
             return conn
 
     async def execute(
-        self, query: LiteralString, params: dict[str, Any], *, deadline: float
-    ) -> list[Row]:
-        """Borrow a connection, run one statement, give the connection back; its rows.
+        self,
+        query: LiteralString,
+        params: dict[str, Any],
+        *,
+        deadline: float,
+        row_factory: RowFactory[Any] | None = None,
+    ) -> list[Any]:
+        """Borrow a connection, run one statement, give the connection back; its rows
+        (tuples, or what `row_factory` makes of them).
 
         `deadline` is a `time.monotonic()` instant: the checkout waits at most DB_POOL_TIMEOUT
         and the statement at most DB_STATEMENT_TIMEOUT, both cut to end CANCEL_BUDGET before
@@ -418,7 +427,9 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         conn = await self.getconn(timeout=min(self.timeout, max(remaining, 0.0)))
         within = min(self.statement_timeout, deadline - monotonic() - CANCEL_BUDGET)
         try:
-            rows = await execute_bounded(conn, query, params, within=within)
+            rows = await execute_bounded(
+                conn, query, params, within=within, row_factory=row_factory
+            )
         except asyncio.CancelledError:
             # execute_bounded is cancelling and closing it in the background.
             _hand_back_later(self, conn)

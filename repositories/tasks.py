@@ -1,15 +1,29 @@
-"""TaskRepository: every method is one owner-scoped SQL statement from `sql/tasks.sql`."""
+"""TaskRepository: every method is one owner-scoped SQL statement from `sql/tasks.sql`.
+
+Rows come back as dicts (`psycopg.rows.dict_row`, on this module's cursors only) and are read
+by column name, so a reordered SELECT cannot assign a value to the wrong field.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, Literal, LiteralString
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from observability.metrics import observe_sql
-from repositories.errors import DatabaseUnavailable, TaskNotFound
+from repositories.errors import (
+    DatabaseUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    PreconditionFailed,
+    TaskNotFound,
+)
 from repositories.models import TASK_COLUMNS, TaskPublic
 from repositories.pool import CONNECTION_FAILURES, StatementTimeout, TasksPool
 from repositories.queries import LIST_STATEMENTS, Q
@@ -17,27 +31,101 @@ from repositories.queries import LIST_STATEMENTS, Q
 Status = Literal["all", "pending", "completed"]
 Sort = Literal["created", "title"]
 Order = Literal["asc", "desc"]
-Row = tuple[Any, ...]
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a POST creates: the owner's id (and the name and email its users row gets on its
+    first write), the title and the description."""
+
+    user_id: str
+    title: str
+    description: str | None
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedTask:
+    """A task and its version (`tasks.version`, from which the API makes its ETag)."""
+
+    task: TaskPublic
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskList:
+    """One representation of a user's list.
+
+    `version` and `since` (the users row's `tasks_version` and `created_at`; 0 and None for a
+    user who never wrote) identify the state of all the user's tasks. `items` is None when
+    that version was one of `known_versions`: the tasks were not read.
+    """
+
+    items: list[TaskPublic] | None
+    total: int | None
+    version: int
+    since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentCreate:
+    """The answer to a POST with an Idempotency-Key: the task as first created, and whether
+    this call created it (False: a replay of the stored response)."""
+
+    task: TaskPublic
+    version: int
+    created: bool
 
 
 def _task(row: Row) -> TaskPublic:
-    # Rows come from our own typed columns; FastAPI validates the response model on the way out.
-    return TaskPublic.model_construct(**dict(zip(TASK_COLUMNS, row, strict=True)))
+    # Our own typed columns, read by name; FastAPI validates the response model on the way out.
+    return TaskPublic.model_construct(**{column: row[column] for column in TASK_COLUMNS})
+
+
+def _versioned(row: Row) -> VersionedTask:
+    return VersionedTask(_task(row), int(row["version"]))
+
+
+def _one(rows: list[Row], task_id: int) -> Row:
+    """The statement's row; TaskNotFound when there is none (missing, or another user's)."""
+    if not rows:
+        raise TaskNotFound(task_id)
+    return rows[0]
+
+
+def _written(rows: list[Row], task_id: int) -> Row:
+    """The row of a write guarded by If-Match: TaskNotFound, PreconditionFailed, or the row."""
+    row = _one(rows, task_id)
+    if not row["matched"]:
+        raise PreconditionFailed(task_id)
+    return row
 
 
 class TaskRepository:
+    """The task statements of `sql/tasks.sql`, one statement (one round trip) per method.
+
+    `if_match` on the writes: None for no precondition (last write wins); else the versions
+    the client's If-Match tags name, and the write happens only when the task is at one of
+    them (an empty list never matches). Raises TaskNotFound, PreconditionFailed,
+    IdempotencyKeyInFlight, IdempotencyKeyReused and DatabaseUnavailable.
+    """
+
     def __init__(self, pool: TasksPool) -> None:
         self._pool = pool
 
     async def _run(
         self,
         name: str,
-        query: LiteralString,
         params: dict[str, Any],
         *,
+        query: LiteralString | None = None,
         retry: bool = False,
     ) -> list[Row]:
-        """Borrow a connection for exactly one statement; translate driver errors at this edge.
+        """Run the statement `name` of `sql/tasks.sql` (or `query`, a variant composed from
+        it) on a connection borrowed for exactly this statement; translate driver errors at
+        this edge.
 
         The whole call, retry included, ends within DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT
         seconds (contract, "Database faults"). Every failure of
@@ -50,11 +138,12 @@ class TaskRepository:
         """
         pool = self._pool
         deadline = time.monotonic() + pool.timeout + pool.statement_timeout
+        query = Q[name] if query is None else query
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                rows = await pool.execute(query, params, deadline=deadline)
+                rows = await pool.execute(query, params, deadline=deadline, row_factory=dict_row)
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection within the pool timeout") from exc
             except StatementTimeout as exc:
@@ -69,35 +158,32 @@ class TaskRepository:
             return rows
         raise AssertionError("unreachable")
 
-    async def create_task(
-        self,
-        *,
-        user_id: str,
-        title: str,
-        description: str | None,
-        name: str | None = None,
-        email: str | None = None,
-    ) -> TaskPublic:
-        rows = await self._run(
-            "create_task",
-            Q["create_task"],
-            {
-                "user_id": user_id,
-                "title": title,
-                "description": description,
-                "name": name,
-                "email": email,
-            },
-        )
-        return _task(rows[0])
+    async def create_task(self, new: NewTask) -> VersionedTask:
+        rows = await self._run("create_task", asdict(new))
+        return _versioned(rows[0])
 
-    async def get_task(self, *, user_id: str, task_id: int) -> TaskPublic:
-        rows = await self._run(
-            "get_task", Q["get_task"], {"user_id": user_id, "task_id": task_id}, retry=True
-        )
-        if not rows:
-            raise TaskNotFound(task_id)
-        return _task(rows[0])
+    async def create_task_idempotent(
+        self, new: NewTask, *, key: str, fingerprint: bytes
+    ) -> IdempotentCreate:
+        """Create the task once per (user, key) within 24 hours (IETF httpapi
+        idempotency-key draft); a repeat gets the stored response.
+
+        Raises IdempotencyKeyInFlight while a request with the key runs (on any instance),
+        IdempotencyKeyReused when the key's stored `fingerprint` is another one.
+        """
+        params = {**asdict(new), "key": key, "fingerprint": fingerprint}
+        rows = await self._run("create_task_idempotent", params)
+        row = rows[0]
+        if not row["free"]:
+            raise IdempotencyKeyInFlight(key)
+        if bytes(row["fingerprint"]) != fingerprint:
+            raise IdempotencyKeyReused(key)
+        # The stored response: the task as it was created (version 1), whatever became of it.
+        return IdempotentCreate(TaskPublic.model_validate(row["response"]), 1, row["created"])
+
+    async def get_task(self, *, user_id: str, task_id: int) -> VersionedTask:
+        rows = await self._run("get_task", {"user_id": user_id, "task_id": task_id}, retry=True)
+        return _versioned(_one(rows, task_id))
 
     async def list_tasks(
         self,
@@ -108,27 +194,41 @@ class TaskRepository:
         order: Order = "asc",
         limit: int | None = None,
         offset: int = 0,
-    ) -> tuple[list[TaskPublic], int | None]:
-        """The user's tasks, and the filter's total when a page (`limit`) was asked for."""
+        known_versions: Sequence[int] = (),
+    ) -> TaskList:
+        """The user's tasks, and the filter's total when a page (`limit`) was asked for.
+
+        When the list's version is in `known_versions` (from If-None-Match) the tasks are not
+        read and `items` is None.
+        """
         paged = limit is not None or offset > 0
         query = LIST_STATEMENTS[(status, sort, order, paged)]
-        params: dict[str, Any] = {"user_id": user_id}
-        if not paged:
-            rows = await self._run("list_tasks", query, params, retry=True)
-            return [_task(row) for row in rows], None
-        params |= {"limit": limit, "offset": offset}  # LIMIT NULL: no limit, only an offset
-        rows = await self._run("list_tasks_page", query, params, retry=True)
-        total = int(rows[0][0]) if rows else 0
-        tasks = [_task(row[1:]) for row in rows if row[1] is not None]
-        return tasks, total if limit is not None else None
+        params: dict[str, Any] = {"user_id": user_id, "known": list(known_versions)}
+        if paged:
+            params |= {"limit": limit, "offset": offset}  # LIMIT NULL: no limit, only an offset
+        rows = await self._run(
+            "list_tasks_page" if paged else "list_tasks", params, query=query, retry=True
+        )
+        head = rows[0]
+        version = int(head["list_version"])
+        if version in known_versions:
+            return TaskList(None, None, version, head["list_since"])
+        items = [_task(row) for row in rows if row["id"] is not None]
+        total = int(head["total"]) if limit is not None else None
+        return TaskList(items, total, version, head["list_since"])
 
     async def update_task(
-        self, *, user_id: str, task_id: int, changes: dict[str, str | None]
-    ) -> TaskPublic:
-        """Apply `changes` (only `title` and/or `description`); a no-op leaves updated_at alone."""
+        self,
+        *,
+        user_id: str,
+        task_id: int,
+        changes: dict[str, str | None],
+        if_match: Sequence[int] | None = None,
+    ) -> VersionedTask:
+        """Apply `changes` (only `title` and/or `description`); a no-op leaves updated_at and
+        the version alone."""
         rows = await self._run(
             "update_task",
-            Q["update_task"],
             {
                 "user_id": user_id,
                 "task_id": task_id,
@@ -136,43 +236,56 @@ class TaskRepository:
                 "title": changes.get("title"),
                 "set_description": "description" in changes,
                 "description": changes.get("description"),
+                "if_match": _versions(if_match),
             },
         )
-        if not rows:
-            raise TaskNotFound(task_id)
-        return _task(rows[0])
+        return _versioned(_written(rows, task_id))
 
-    async def toggle_task(self, *, user_id: str, task_id: int) -> TaskPublic:
+    async def toggle_task(
+        self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
+    ) -> VersionedTask:
         rows = await self._run(
-            "toggle_task", Q["toggle_task"], {"user_id": user_id, "task_id": task_id}
+            "toggle_task",
+            {"user_id": user_id, "task_id": task_id, "if_match": _versions(if_match)},
         )
-        if not rows:
-            raise TaskNotFound(task_id)
-        return _task(rows[0])
+        return _versioned(_written(rows, task_id))
 
     async def set_task_completed(
-        self, *, user_id: str, task_id: int, completed: bool
-    ) -> TaskPublic:
+        self,
+        *,
+        user_id: str,
+        task_id: int,
+        completed: bool,
+        if_match: Sequence[int] | None = None,
+    ) -> VersionedTask:
         rows = await self._run(
             "set_task_completed",
-            Q["set_task_completed"],
-            {"user_id": user_id, "task_id": task_id, "completed": completed},
+            {
+                "user_id": user_id,
+                "task_id": task_id,
+                "completed": completed,
+                "if_match": _versions(if_match),
+            },
         )
-        if not rows:
-            raise TaskNotFound(task_id)
-        return _task(rows[0])
+        return _versioned(_written(rows, task_id))
 
-    async def delete_task(self, *, user_id: str, task_id: int) -> None:
+    async def delete_task(
+        self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
+    ) -> None:
         rows = await self._run(
-            "delete_task", Q["delete_task"], {"user_id": user_id, "task_id": task_id}
+            "delete_task",
+            {"user_id": user_id, "task_id": task_id, "if_match": _versions(if_match)},
         )
-        if not rows:
-            raise TaskNotFound(task_id)
+        _written(rows, task_id)
 
     async def schema_version(self) -> int:
         """The applied schema version; raises DatabaseUnavailable when the database is not there."""
         try:
-            rows = await self._run("ping", Q["ping"], {}, retry=True)
+            rows = await self._run("ping", {}, retry=True)
         except psycopg.errors.UndefinedTable:
             return 0  # never migrated: not ready, rather than a 500
-        return int(rows[0][0])
+        return int(rows[0]["version"])
+
+
+def _versions(if_match: Sequence[int] | None) -> list[int] | None:
+    return None if if_match is None else list(if_match)

@@ -15,7 +15,7 @@ from sqlalchemy import Index
 
 from repositories import tasks as tasks_module
 from repositories.migrations import discover, latest_version, migrate
-from repositories.models import Task, User
+from repositories.models import IdempotencyKey, Task, User
 from repositories.queries import LIST_STATEMENTS, Q, parse_sql
 from tests.support import create_database, drop_database
 
@@ -66,10 +66,15 @@ _PG_TYPES = {
     "BOOLEAN": "boolean",
     "DATETIME": "timestamp with time zone",
     "VARCHAR": "character varying",
+    "SMALLINTEGER": "smallint",
+    "LARGEBINARY": "bytea",
+    "JSONB": "jsonb",
 }
 
 
-@pytest.mark.parametrize("model", [User, Task], ids=["users", "tasks"])
+@pytest.mark.parametrize(
+    "model", [User, Task, IdempotencyKey], ids=["users", "tasks", "idempotency_keys"]
+)
 async def test_sqlmodel_tables_and_migrated_schema_agree(empty_database: str, model: Any) -> None:
     await migrate(empty_database)
     table = model.__table__
@@ -118,6 +123,7 @@ def test_every_index_leads_with_user_id() -> None:
 def test_sql_file_blocks_parse_into_single_statements() -> None:
     assert set(Q) >= {
         "create_task",
+        "create_task_idempotent",
         "get_task",
         "list_tasks",
         "list_tasks_page",
@@ -134,24 +140,27 @@ def test_sql_file_blocks_parse_into_single_statements() -> None:
 
 
 def test_every_statement_is_used_by_the_repository_method_of_its_name() -> None:
-    source = inspect.getsource(tasks_module)
-    tree = ast.parse(source)
-    used = {
-        node.slice.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Subscript)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "Q"
-        and isinstance(node.slice, ast.Constant)
-    }
-    methods = {
-        name for name, _ in inspect.getmembers(tasks_module.TaskRepository, inspect.isfunction)
-    }
-    list_templates = {"list_tasks", "list_tasks_page"}  # composed in LIST_STATEMENTS
-    assert used | list_templates == set(Q)
-    for name in used - {"ping"}:
-        assert name in methods, f"statement {name} has no repository method of the same name"
-    assert "list_tasks" in methods
+    """Every block is run by name, `self._run("name", …)`, from the method of that name."""
+    tree = ast.parse(inspect.getsource(tasks_module))
+    used: dict[str, set[str]] = {}
+    for method in ast.walk(tree):
+        if not isinstance(method, ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_run"
+            ):
+                for arg in ast.walk(node.args[0]):
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        used.setdefault(arg.value, set()).add(method.name)
+    assert set(used) == set(Q)
+    for name, methods in used.items():
+        if name == "ping":
+            continue
+        expected = "list_tasks" if name == "list_tasks_page" else name
+        assert methods == {expected}, f"statement {name} is run by {methods}"
 
 
 def test_every_owner_scoped_statement_filters_by_user_id() -> None:
@@ -160,6 +169,10 @@ def test_every_owner_scoped_statement_filters_by_user_id() -> None:
             continue
         if name == "create_task":  # an insert: the owner is the value it writes
             assert "VALUES (%(user_id)s, %(title)s" in statement
+            continue
+        if name == "create_task_idempotent":  # inserts of the owner's rows
+            assert "SELECT %(user_id)s, %(key)s, %(fingerprint)s" in statement
+            assert "SELECT n.id, %(user_id)s, %(title)s" in statement
             continue
         assert "user_id = %(user_id)s" in statement, name
 
@@ -207,6 +220,10 @@ PARAMS = {
     "completed": True,
     "limit": 50,
     "offset": 0,
+    "if_match": [1],
+    "known": [],
+    "key": "k",
+    "fingerprint": b"f",
 }
 
 
@@ -264,7 +281,15 @@ def test_every_declared_index_is_used_by_some_plan(seeded_database: str) -> None
 
 @pytest.mark.parametrize(
     "name",
-    ["get_task", "update_task", "toggle_task", "set_task_completed", "delete_task", "create_task"],
+    [
+        "get_task",
+        "update_task",
+        "toggle_task",
+        "set_task_completed",
+        "delete_task",
+        "create_task",
+        "create_task_idempotent",
+    ],
 )
 def test_single_task_statements_use_an_index(seeded_database: str, name: str) -> None:
     with psycopg.connect(seeded_database, autocommit=True) as conn:

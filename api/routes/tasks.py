@@ -1,4 +1,8 @@
-"""The six task endpoints under /api/{user_id}/tasks. Routes hold no `try`: see api/errors.py."""
+"""The six task endpoints under /api/{user_id}/tasks. Routes hold no `try`: see api/errors.py.
+
+Conditional requests (ETag, If-None-Match, If-Match, Idempotency-Key) are opt-in: without
+those headers every endpoint answers as before, plus its ETag (api/conditional.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import TypeAdapter
 
+from api.conditional import (
+    IdempotencyKey,
+    IfMatch,
+    IfNoneMatch,
+    TagList,
+    fingerprint,
+    list_etag,
+    task_etag,
+)
 from api.deps import TaskId, TasksDep
 from api.errors import ERROR_RESPONSES
 from api.security import AuthenticatedRoute, CurrentUser
@@ -19,6 +32,7 @@ from repositories.models import (
     TaskUpdate,
     ValidationErrorResponse,
 )
+from repositories.tasks import NewTask, TaskList, VersionedTask
 
 
 def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -28,12 +42,25 @@ def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
             out[code] = {"model": ErrorResponse, "description": "Task not found (or not yours)"}
         elif code == 422:
             out[code] = {"model": ValidationErrorResponse, "description": "Invalid input"}
+        elif code == 304:
+            out[code] = {
+                "description": "Not Modified: an If-None-Match tag is current (no body)",
+                "headers": _ETAG_HEADER,
+            }
         else:
             out[code] = {"model": ErrorResponse, **ERROR_RESPONSES[code]}
     return out
 
 
 _TASK_LIST: Final = TypeAdapter(list[TaskPublic])
+_ETAG_HEADER: Final = {
+    "ETag": {
+        "description": "Strong entity tag of this representation",
+        "schema": {"type": "string"},
+    }
+}
+# Stored by a browser, but always revalidated (with the ETag): a poll never sees stale data.
+_READ_CACHE_CONTROL: Final = "private, no-cache"
 
 # Response headers in the OpenAPI document, so that generated clients know them.
 _LIST_HEADERS: Final = {
@@ -57,16 +84,37 @@ router = APIRouter(
 )
 
 
+def _not_modified(etag: str) -> Response:
+    """304 with the tag and no body (RFC 9110 §15.4.5)."""
+    return Response(
+        status_code=status.HTTP_304_NOT_MODIFIED,
+        headers={"ETag": etag, "Cache-Control": _READ_CACHE_CONTROL},
+    )
+
+
+def _tagged(response: Response, versioned: VersionedTask) -> TaskPublic:
+    response.headers["ETag"] = task_etag(versioned.task.id, versioned.version)
+    return versioned.task
+
+
+def _if_match_versions(condition: TagList | None, task_id: int) -> list[int] | None:
+    return None if condition is None else condition.task_versions(task_id)
+
+
 @router.get(
     "",
     response_model=list[TaskPublic],
     summary="List the user's tasks",
     operation_id="listTasks",
-    responses={200: {"description": "The tasks", "headers": _LIST_HEADERS}, **_documented(422)},
+    responses={
+        200: {"description": "The tasks", "headers": {**_LIST_HEADERS, **_ETAG_HEADER}},
+        **_documented(304, 422),
+    },
 )
 async def list_tasks(
     user: CurrentUser,
     tasks: TasksDep,
+    if_none_match: IfNoneMatch,
     status_: Annotated[Literal["all", "pending", "completed"], Query(alias="status")] = "all",
     sort: Annotated[Literal["created", "title"], Query()] = "created",
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
@@ -75,13 +123,34 @@ async def list_tasks(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> Response:
-    items, total = await tasks.list_tasks(
-        user_id=user.sub, status=status_, sort=sort, order=order, limit=limit, offset=offset
-    )
-    headers = {"X-Total-Count": str(total)} if total is not None else None
+    representation = (status_, sort, order, limit, offset)
+
+    async def read(known: list[int]) -> tuple[TaskList, str]:
+        listing = await tasks.list_tasks(
+            user_id=user.sub,
+            status=status_,
+            sort=sort,
+            order=order,
+            limit=limit,
+            offset=offset,
+            known_versions=known,
+        )
+        return listing, list_etag(user.sub, listing.version, listing.since, representation)
+
+    # Versions the client's tags name: when the list is still at one, the tasks are not read.
+    listing, etag = await read(if_none_match.versions() if if_none_match is not None else [])
+    if if_none_match is not None and if_none_match.matches_weakly(etag):
+        return _not_modified(etag)
+    if listing.items is None:  # the version was known, but from a tag of another list
+        listing, etag = await read([])
+    headers = {"ETag": etag, "Cache-Control": _READ_CACHE_CONTROL}
+    if listing.total is not None:
+        headers["X-Total-Count"] = str(listing.total)
     # Serialised in one pydantic-core call instead of FastAPI's validate-then-serialise of
     # every item: 20 % less CPU per list response (loadtest/bench_serialization.py).
-    return Response(_TASK_LIST.dump_json(items), media_type="application/json", headers=headers)
+    return Response(
+        _TASK_LIST.dump_json(listing.items or []), media_type="application/json", headers=headers
+    )
 
 
 @router.post(
@@ -91,20 +160,36 @@ async def list_tasks(
     summary="Create a task",
     operation_id="createTask",
     responses={
-        201: {"description": "The created task", "headers": _CREATE_HEADERS},
-        **_documented(400, 422),
+        201: {
+            "description": "The created task",
+            "headers": {**_CREATE_HEADERS, **_ETAG_HEADER},
+        },
+        **_documented(400, 409, 422),
+        400: {
+            "model": ErrorResponse,
+            "description": "The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493), or "
+            "the Idempotency-Key is not 1-255 visible ASCII characters",
+        },
+        422: {
+            "model": ValidationErrorResponse,
+            "description": "Invalid input, or an Idempotency-Key already used with another body",
+        },
     },
 )
 async def create_task(
-    user: CurrentUser, tasks: TasksDep, body: TaskCreate, response: Response
+    user: CurrentUser,
+    tasks: TasksDep,
+    body: TaskCreate,
+    response: Response,
+    key: IdempotencyKey,
 ) -> TaskPublic:
-    task = await tasks.create_task(
-        user_id=user.sub,
-        title=body.title,
-        description=body.description,
-        name=user.name,
-        email=user.email,
-    )
+    new = NewTask(user.sub, body.title, body.description, name=user.name, email=user.email)
+    if key is None:
+        task = _tagged(response, await tasks.create_task(new))
+    else:
+        once = await tasks.create_task_idempotent(new, key=key, fingerprint=fingerprint(body))
+        task = once.task  # the stored response, also on a replay (same status and body)
+        response.headers["ETag"] = task_etag(task.id, once.version)
     response.headers["Location"] = f"/api/{quote(user.sub, safe='')}/tasks/{task.id}"
     return task
 
@@ -114,10 +199,21 @@ async def create_task(
     response_model=TaskPublic,
     summary="Get one task",
     operation_id="getTask",
-    responses=_documented(404),
+    responses={200: {"description": "The task", "headers": _ETAG_HEADER}, **_documented(304, 404)},
 )
-async def get_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> TaskPublic:
-    return await tasks.get_task(user_id=user.sub, task_id=task_id)
+async def get_task(
+    user: CurrentUser,
+    tasks: TasksDep,
+    task_id: TaskId,
+    response: Response,
+    if_none_match: IfNoneMatch,
+) -> Any:
+    versioned = await tasks.get_task(user_id=user.sub, task_id=task_id)
+    etag = task_etag(task_id, versioned.version)
+    if if_none_match is not None and if_none_match.matches_weakly(etag):
+        return _not_modified(etag)
+    response.headers["Cache-Control"] = _READ_CACHE_CONTROL
+    return _tagged(response, versioned)
 
 
 @router.put(
@@ -125,13 +221,27 @@ async def get_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> TaskP
     response_model=TaskPublic,
     summary="Update title and/or description",
     operation_id="updateTask",
-    responses=_documented(400, 404, 422),
+    responses={
+        200: {"description": "The task", "headers": _ETAG_HEADER},
+        **_documented(400, 404, 412, 422),
+    },
 )
 async def update_task(
-    user: CurrentUser, tasks: TasksDep, task_id: TaskId, body: TaskUpdate
+    user: CurrentUser,
+    tasks: TasksDep,
+    task_id: TaskId,
+    body: TaskUpdate,
+    response: Response,
+    if_match: IfMatch,
 ) -> TaskPublic:
     changes = body.model_dump(include={"title", "description"}, exclude_unset=True)
-    return await tasks.update_task(user_id=user.sub, task_id=task_id, changes=changes)
+    versioned = await tasks.update_task(
+        user_id=user.sub,
+        task_id=task_id,
+        changes=changes,
+        if_match=_if_match_versions(if_match, task_id),
+    )
+    return _tagged(response, versioned)
 
 
 @router.patch(
@@ -139,19 +249,27 @@ async def update_task(
     response_model=TaskPublic,
     summary='Toggle completion, or set it with {"completed": bool}',
     operation_id="completeTask",
-    responses=_documented(400, 404, 422),
+    responses={
+        200: {"description": "The task", "headers": _ETAG_HEADER},
+        **_documented(400, 404, 412, 422),
+    },
 )
 async def complete_task(
     user: CurrentUser,
     tasks: TasksDep,
     task_id: TaskId,
+    response: Response,
+    if_match: IfMatch,
     body: Annotated[TaskComplete | None, Body()] = None,
 ) -> TaskPublic:
+    versions = _if_match_versions(if_match, task_id)
     if body is None:
-        return await tasks.toggle_task(user_id=user.sub, task_id=task_id)
-    return await tasks.set_task_completed(
-        user_id=user.sub, task_id=task_id, completed=body.completed
-    )
+        versioned = await tasks.toggle_task(user_id=user.sub, task_id=task_id, if_match=versions)
+    else:
+        versioned = await tasks.set_task_completed(
+            user_id=user.sub, task_id=task_id, completed=body.completed, if_match=versions
+        )
+    return _tagged(response, versioned)
 
 
 @router.delete(
@@ -160,8 +278,12 @@ async def complete_task(
     response_class=Response,
     summary="Delete a task",
     operation_id="deleteTask",
-    responses=_documented(404),
+    responses=_documented(404, 412),
 )
-async def delete_task(user: CurrentUser, tasks: TasksDep, task_id: TaskId) -> Response:
-    await tasks.delete_task(user_id=user.sub, task_id=task_id)
+async def delete_task(
+    user: CurrentUser, tasks: TasksDep, task_id: TaskId, if_match: IfMatch
+) -> Response:
+    await tasks.delete_task(
+        user_id=user.sub, task_id=task_id, if_match=_if_match_versions(if_match, task_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

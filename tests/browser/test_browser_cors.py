@@ -216,6 +216,26 @@ def test_page_on_localhost_3000_manages_tasks_through_cors(
     assert [(t["title"], t["completed"]) for t in listed] == [("Buy oat milk", True)]
 
 
+def test_page_reads_etag_cross_origin_and_sends_conditional_headers(
+    api_base: str, browser_context: Any
+) -> None:
+    """ETag is exposed to script, and If-None-Match, If-Match and Idempotency-Key pass the
+    preflight (contract, "Conditional requests and safe retries")."""
+    user_id = new_user_id()
+    token = make_token(user_id)
+    with static_server(FRONTEND_PORT, wait_for_port=30):
+        page = browser_context.new_page()
+        page.goto(page_url("http://localhost:3000", api_base, user_id, token))
+        wait_status(page, "ready")
+        out = page.evaluate("() => conditionalCalls()")
+    assert out["listStatus"] == 200 and out["listTag"], out
+    assert out["pollStatus"] == 304 and out["pollTag"] == out["listTag"], out
+    assert out["pollBody"] == ""
+    assert out["createStatuses"] == [201, 201] and out["sameTask"], out
+    assert out["putStatus"] == 200 and out["staleStatus"] == 412, out
+    assert out["afterStatus"] == 200 and out["afterTitles"] == ["Edited once"], out
+
+
 def test_page_on_a_disallowed_origin_is_blocked(api_base: str, browser_context: Any) -> None:
     user_id = new_user_id()
     token = make_token(user_id)
