@@ -44,15 +44,26 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 async def prepare_database(
-    conninfo: str, *, startup_timeout: float, connect_timeout: int
+    conninfo: str,
+    *,
+    startup_timeout: float,
+    connect_timeout: int,
+    apply_migrations: bool = True,
 ) -> list[int]:
-    """Retry until the database answers (within `startup_timeout`), then apply migrations."""
+    """Retry until the database answers (within `startup_timeout`), then apply migrations.
+
+    With `apply_migrations=False` only wait until it answers (`serve --no-migrate`); returns
+    the versions applied (empty then).
+    """
     deadline = time.monotonic() + startup_timeout
     delay = 0.25
     attempt = 0
     while True:
         attempt += 1
         try:
+            if not apply_migrations:
+                await _ping(conninfo, connect_timeout=connect_timeout)
+                return []
             return await migrate(conninfo, connect_timeout=connect_timeout)
         except MigrationError:
             raise
@@ -72,6 +83,13 @@ async def prepare_database(
             )
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
+
+
+async def _ping(conninfo: str, *, connect_timeout: int) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, prepare_threshold=None, connect_timeout=connect_timeout
+    ) as conn:
+        await conn.execute("SELECT 1")
 
 
 def _first_line(exc: BaseException) -> str:

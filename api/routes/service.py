@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import RETRY_AFTER_SECONDS, error_response
+from api.lifecycle import is_draining
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
 from repositories.migrations import latest_version
@@ -38,7 +39,13 @@ async def health() -> dict[str, str]:
     responses={503: {"description": "Not ready; `detail` says why"}},
 )
 async def ready(request: Request) -> Any:
-    """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`."""
+    """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`.
+
+    503 "Shutting down" from the first SIGTERM/SIGINT on (the drain, api/lifecycle.py), so a
+    balancer moves traffic away while the instance still serves what it gets.
+    """
+    if is_draining():
+        return error_response(503, "Shutting down")
     settings: Settings = request.app.state.settings
     repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
     if repository is None:
