@@ -20,7 +20,7 @@ import jwt
 import structlog
 import uvicorn
 
-from api.lifecycle import StopRequested, install_stop_handlers, serve
+from api.lifecycle import StopRequested, exit_now, install_stop_handlers, serve
 from api.settings import ConfigError, Settings, check_auth_configured, load_settings
 from observability.logging import configure_logging
 from repositories.database import DatabaseConfigError, prepare_database
@@ -161,6 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     prepare_multiprocess_dir(args.workers)
     serve(uvicorn_config(args), drain_seconds=settings.shutdown_drain_seconds)
+    exit_now(0)  # stopped as asked: see lifecycle.exit_now
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

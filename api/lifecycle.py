@@ -12,7 +12,7 @@ instances"):
   requests within `--graceful-timeout`, lifespan shutdown closes the pool) and the process
   exits 0.
 * The same signal again during the drain or the shutdown stops at once: in-flight requests
-  are cancelled (their transactions roll back), the pool is not drained, exit 0. Only the
+  are cancelled (their transactions roll back), the pool gets at most 1 s to close, exit 0. Only the
   *same* signal forces: a terminal's Ctrl+C reaches the workers directly (SIGINT) and again
   through the supervisor (SIGTERM); those two together must still drain.
 * A signal before the server has started (the lifespan is opening the pool) exits 0 at once:
@@ -25,14 +25,18 @@ It relies on uvicorn internals (`Server.handle_exit`, `Server.on_tick`, `should_
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import structlog
 import uvicorn
@@ -43,6 +47,9 @@ log = structlog.get_logger("tasks_api.lifecycle")
 
 #: The signals that stop the service (uvicorn handles the same pair).
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+#: Seconds a forced stop (the signal again) gives the lifespan to close the pool.
+FORCED_CLOSE_SECONDS: Final = 1.0
 
 _draining = False
 
@@ -124,6 +131,16 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
             self.force_exit = True
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # uvicorn skips the lifespan shutdown when forced; asyncio.run would then cancel
+            # the app inside its lifespan (a traceback, the pool never closed). Close it, but
+            # never wait longer than FORCED_CLOSE_SECONDS for that.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FORCED_CLOSE_SECONDS):
+                    await self.lifespan.shutdown()
+
     async def on_tick(self, counter: int) -> bool:
         if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
             self.drain_deadline = None
@@ -139,6 +156,19 @@ def _flush_and_exit(status: int) -> None:
     os._exit(status)
 
 
+def exit_now(status: int = 0) -> NoReturn:
+    """Run the atexit handlers, flush, and end the process without the interpreter's teardown.
+
+    Once the server has stopped everything is closed; tearing the interpreter down (module
+    GC) still takes a second or more of CPU on a loaded host, which would delay the exit a
+    supervisor or a container runtime waits for.
+    """
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    _flush_and_exit(status)
+    raise AssertionError("unreachable")
+
+
 class DrainingProcess(multiprocess.Process):
     """A uvicorn worker process whose server is a `DrainingServer`.
 
@@ -151,6 +181,10 @@ class DrainingProcess(multiprocess.Process):
     def __init__(self, config: uvicorn.Config, sockets: list[Any]) -> None:
         self.drain_seconds = DrainingProcess.default_drain_seconds
         super().__init__(config, sockets)
+
+    def target(self, sockets: list[Any] | None = None) -> None:
+        super().target(sockets)
+        exit_now(0)  # the lifespan has closed the pool
 
     @property
     def server(self) -> uvicorn.Server:

@@ -64,7 +64,9 @@ async def prepare_database(
             if not apply_migrations:
                 await _ping(conninfo, connect_timeout=connect_timeout)
                 return []
-            return await migrate(conninfo, connect_timeout=connect_timeout)
+            applied = await migrate(conninfo, connect_timeout=connect_timeout)
+            log.info("schema_checked", applied=applied)  # once per deploy step, not per worker
+            return applied
         except MigrationError:
             raise
         except psycopg.Error as exc:
