@@ -246,8 +246,12 @@ def _pid1_service(
         lambda: children.exists() and children.read_text().split(), timeout=10, what="child"
     )
     pid = int(child[0])
-    status = Path(f"/proc/{pid}/status").read_text()
-    assert "NSpid:" in status and status.split("NSpid:")[1].split()[-1] == "1", status
+    nspid = next(
+        line
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("NSpid:")
+    )
+    assert nspid.split()[-1] == "1", nspid  # PID 1 inside its namespace
     return proc, pid
 
 
