@@ -230,14 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     database is unreachable or a migration failed; 2 invalid configuration; 3 the server
     failed to start (uvicorn); `migrate` stopped by a signal: 128 + the signal (143, 130),
     as the schema may not be current (README "Stopping: signals, drain and exit status")."""
+    argv = sys.argv[1:] if argv is None else argv
     install_stop_handlers()  # from here a stop signal raises StopRequested
-    args = build_parser().parse_args(argv)
     try:
         if (early := early_signals.received()) is not None:
             raise StopRequested(early)  # arrived while the modules were importing
+        args = build_parser().parse_args(argv)
         args.func(args)
     except StopRequested as stop:
-        status = 128 + stop.signum if args.command == "migrate" else 0
+        status = 128 + stop.signum if argv[:1] == ["migrate"] else 0
         log.info("stopped_before_serving", signal=str(stop), exit_status=status)
         raise SystemExit(status) from None
 
