@@ -235,6 +235,7 @@ def _stored(database_url: str, ids: set[int]) -> set[int]:
 
 def test_rolling_restart_with_the_drain_loses_nothing(empty_database: str, tmp_path: Path) -> None:
     load = _rolling_restart(empty_database, tmp_path, DRAIN_SECONDS)
+    print(f"with the drain: {len(load.failures)} failed of {load.requests}")
     assert load.failures == [], (len(load.failures), load.requests, load.failures[:10])
     assert load.requests >= 300, load.requests
     kept = load.created - load.deleted
@@ -248,6 +249,7 @@ def test_rolling_restart_without_the_drain_loses_requests(
     """The control: with SHUTDOWN_DRAIN_SECONDS=0 the balancer still sends requests to an
     instance that has stopped listening, so the test above can fail."""
     load = _rolling_restart(empty_database, tmp_path, "0")
+    print(f"without the drain: {len(load.failures)} failed of {load.requests}: {load.failures[:3]}")
     assert load.failures, load.requests
     kept = load.created - load.deleted
     assert _stored(empty_database, kept) == kept  # what was acknowledged is still there
