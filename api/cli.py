@@ -118,8 +118,9 @@ def _prepare(settings: Settings, *, apply_migrations: bool = True) -> list[int]:
     return []
 
 
-def uvicorn_config(args: argparse.Namespace) -> uvicorn.Config:
-    """The one place where uvicorn's settings are built (for `serve`)."""
+def uvicorn_config(args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
+    """The one place where uvicorn's settings are built for `serve` (from the command line
+    and the resolved settings); `api.lifecycle.serve` runs it."""
     return uvicorn.Config(
         "api.app:create_app",
         factory=True,
@@ -160,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from observability.multiprocess import prepare_multiprocess_dir
 
     prepare_multiprocess_dir(args.workers)
-    serve(uvicorn_config(args), drain_seconds=settings.shutdown_drain_seconds)
+    serve(uvicorn_config(args, settings), drain_seconds=settings.shutdown_drain_seconds)
     exit_now(0)  # stopped as asked: see lifecycle.exit_now
 
 
