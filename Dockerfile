@@ -24,14 +24,11 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# pgserver (and what only it needs) is the embedded development database; in a container a
-# DATABASE_URL is always given, so it is left out: ~35 MB less.
-ARG UV_SYNC_EXCLUDE="--no-install-package pgserver --no-install-package psutil --no-install-package fasteners --no-install-package platformdirs"
-
-# Dependencies first, so that a code change does not reinstall them.
+# Dependencies first, so that a code change does not reinstall them. --no-dev also leaves out
+# pgserver, the embedded development database (the `embedded` extra, pulled in only by the
+# dev group): in a container a DATABASE_URL is always given.
 COPY pyproject.toml uv.lock ./
-# hadolint ignore=SC2086
-RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project ${UV_SYNC_EXCLUDE}
+RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project
 
 COPY README.md ./
 COPY api ./api
@@ -40,8 +37,7 @@ COPY observability ./observability
 COPY sql ./sql
 # The project itself, editable: /opt/venv points at /app, so sql/ is found beside the code
 # and a bind mount of the source over /app (docker-compose.yml, --reload) is what runs.
-# hadolint ignore=SC2086
-RUN /opt/uv/bin/uv sync --frozen --no-dev ${UV_SYNC_EXCLUDE}
+RUN /opt/uv/bin/uv sync --frozen --no-dev
 
 
 FROM ${BASE_IMAGE} AS runtime

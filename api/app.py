@@ -33,13 +33,17 @@ log = structlog.get_logger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     assert settings.database_url is not None, "resolved by the CLI or the caller"
-    await prepare_database(
-        settings.database_url,
-        startup_timeout=settings.db_startup_timeout,
-        connect_timeout=settings.db_connect_timeout,
-        prepared_statements=settings.db_prepared_statements,
-        statement_timeout=settings.db_statement_timeout,
-    )
+    if settings.migrate_on_start:
+        # `tasks-api serve` has already waited, migrated and checked the route once for all
+        # its workers and sets MIGRATE_ON_START=false for them; this is for an app run by
+        # other means (tests, `uvicorn api.app:create_app --factory`).
+        await prepare_database(
+            settings.database_url,
+            startup_timeout=settings.db_startup_timeout,
+            connect_timeout=settings.db_connect_timeout,
+            prepared_statements=settings.db_prepared_statements,
+            statement_timeout=settings.db_statement_timeout,
+        )
     pool = build_pool(
         settings.database_url,
         min_size=settings.db_pool_min,

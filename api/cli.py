@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+# isort: off
+from api import early_signals  # first, before the slow imports: see its docstring
+
+# isort: on
 import argparse
 import asyncio
 import importlib.util
 import os
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +18,9 @@ from typing import Any, Final, NoReturn
 
 import jwt
 import structlog
+import uvicorn
 
+from api.lifecycle import StopRequested, exit_now, install_stop_handlers, serve
 from api.settings import ConfigError, Settings, check_auth_configured, load_settings
 from observability.logging import configure_logging
 from repositories.database import DatabaseConfigError, prepare_database
@@ -97,7 +102,8 @@ def resolve_settings(*, start_embedded: bool = True) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings) -> list[int]:
+def _prepare(settings: Settings, *, apply_migrations: bool = True) -> list[int]:
+    """Wait for the database (DB_STARTUP_TIMEOUT) and migrate; exits 2/1 on failure."""
     assert settings.database_url is not None
     try:
         return asyncio.run(
@@ -107,6 +113,7 @@ def _prepare(settings: Settings) -> list[int]:
                 connect_timeout=settings.db_connect_timeout,
                 prepared_statements=settings.db_prepared_statements,
                 statement_timeout=settings.db_statement_timeout,
+                apply_migrations=apply_migrations,
             )
         )
     except DatabaseConfigError as exc:
@@ -117,30 +124,10 @@ def _prepare(settings: Settings) -> list[int]:
         _fail(f"migration failed: {exc}", code=1)
 
 
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
-def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    settings = resolve_settings()
-    configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
-    _prepare(settings)
-    # Workers (and the reloader) build their own app from the environment: hand them what
-    # was resolved here (the embedded URL and secret) through it.
-    assert settings.database_url is not None
-    os.environ["DATABASE_URL"] = settings.database_url
-    os.environ.pop("NEON_DB_URL", None)
-    if settings.better_auth_secret is not None:
-        os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret.get_secret_value()
-    from observability.multiprocess import prepare_multiprocess_dir
-
-    prepare_multiprocess_dir(args.workers)
-    # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is done, which would
-    # end the process as killed by the signal (status 143); a graceful stop is a clean exit.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
+def uvicorn_config(args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
+    """The one place where uvicorn's settings are built for `serve` (from the command line
+    and the resolved settings); `api.lifecycle.serve` runs it."""
+    return uvicorn.Config(
         "api.app:create_app",
         factory=True,
         host=args.host,
@@ -162,7 +149,31 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = resolve_settings()
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
+    migrate_here = settings.migrate_on_start and not args.no_migrate
+    # Once for the whole process tree: the workers' lifespans neither wait nor migrate.
+    _prepare(settings, apply_migrations=migrate_here)
+    if not migrate_here:
+        log.info("migrations_skipped", reason="--no-migrate or MIGRATE_ON_START=false")
+    # Workers (and the reloader) build their own app from the environment: hand them what
+    # was resolved here (the embedded URL and secret) through it.
+    assert settings.database_url is not None
+    os.environ["DATABASE_URL"] = settings.database_url
+    os.environ.pop("NEON_DB_URL", None)
+    os.environ["MIGRATE_ON_START"] = "false"
+    if settings.better_auth_secret is not None:
+        os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret.get_secret_value()
+    from observability.multiprocess import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(args.workers)
+    serve(uvicorn_config(args, settings), drain_seconds=settings.shutdown_drain_seconds)
+    exit_now(0)  # stopped as asked: see lifecycle.exit_now
+
+
 def cmd_migrate(_: argparse.Namespace) -> None:
+    """Wait for the database and apply pending migrations (a Kubernetes Job, an init step)."""
     settings = resolve_settings()
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
     applied = _prepare(settings)
@@ -195,7 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
-    serve.add_argument("--graceful-timeout", type=float, default=20.0)
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to finish in-flight requests after the drain (default 20)",
+    )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply migrations (run `tasks-api migrate` first); same as "
+        "MIGRATE_ON_START=false. /ready answers 503 while the schema is behind.",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply pending migrations and exit")
@@ -211,8 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Run one command. Exit status: 0 done or stopped by SIGTERM/SIGINT (`serve`); 1 the
+    database is unreachable or a migration failed; 2 invalid configuration; 3 the server
+    failed to start (uvicorn); `migrate` stopped by a signal: 128 + the signal (143, 130),
+    as the schema may not be current (README "Stopping: signals, drain and exit status")."""
+    argv = sys.argv[1:] if argv is None else argv
+    install_stop_handlers()  # from here a stop signal raises StopRequested
+    try:
+        if (early := early_signals.received()) is not None:
+            raise StopRequested(early)  # arrived while the modules were importing
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except StopRequested as stop:
+        status = 128 + stop.signum if argv[:1] == ["migrate"] else 0
+        log.info("stopped_before_serving", signal=str(stop), exit_status=status)
+        raise SystemExit(status) from None
 
 
 if __name__ == "__main__":

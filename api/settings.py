@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Seconds one statement (the checkout check included) may run: contract, "Database faults".
     db_statement_timeout: float = Field(default=5.0, gt=0.0, le=3600.0)
 
+    # Running many instances (README "Stopping: signals, drain and exit status"): seconds to
+    # keep serving, /ready 503, after SIGTERM; and whether `serve` applies migrations.
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0.0, le=300.0)
+    migrate_on_start: bool = True
+
     log_level: str = "INFO"
     log_format: LogFormat | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

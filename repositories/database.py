@@ -57,9 +57,11 @@ async def prepare_database(
     connect_timeout: int,
     prepared_statements: PreparedMode = "auto",
     statement_timeout: float = 5.0,
+    apply_migrations: bool = True,
 ) -> list[int]:
-    """Retry until the database answers (within `startup_timeout`), apply migrations, and
-    check the route to the server; returns the migration versions applied.
+    """Retry until the database answers (within `startup_timeout`), apply migrations (unless
+    `apply_migrations` is False: `serve --no-migrate`), and check the route to the server;
+    returns the migration versions applied (empty when none or not applying).
 
     Raises DatabaseConfigError when waiting cannot help: bad credentials or certificate, or
     `DB_PREPARED_STATEMENTS=on` over a connection the server does not confirm is direct (a
@@ -72,7 +74,10 @@ async def prepare_database(
     while True:
         attempt += 1
         try:
-            applied = await migrate(conninfo, connect_timeout=connect_timeout)
+            applied: list[int] = []
+            if apply_migrations:
+                applied = await migrate(conninfo, connect_timeout=connect_timeout)
+                log.info("schema_checked", applied=applied)  # once per deploy, not per worker
             route = await check_route(
                 conninfo, connect_timeout=connect_timeout, statement_timeout=statement_timeout
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Final
 
 import psycopg
@@ -33,9 +33,11 @@ class Migration:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in `directory` (a Path or package data), ordered by version."""
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    files = [p for p in directory.iterdir() if p.name.endswith(".sql")]
+    for path in sorted(files, key=lambda p: p.name):
         match = _FILE.match(path.name)
         if match is None:
             raise MigrationError(f"migration file name not understood: {path.name}")
@@ -48,7 +50,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def latest_version(directory: Path = MIGRATIONS_DIR) -> int:
+def latest_version(directory: Traversable = MIGRATIONS_DIR) -> int:
     migrations = discover(directory)
     return migrations[-1].version if migrations else 0
 
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 async def migrate(
-    conninfo: str, *, directory: Path = MIGRATIONS_DIR, **kwargs: object
+    conninfo: str, *, directory: Traversable = MIGRATIONS_DIR, **kwargs: object
 ) -> list[int]:
     """Apply pending migrations; returns the versions applied (empty when up to date).
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import re
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Final, LiteralString
 
 from psycopg import sql
 
-SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Traversable:
+    """`sql/` as package data: `repositories/sql` in an installed wheel (pyproject.toml maps
+    it there), else the checkout's top-level `sql/`, which is what a developer edits."""
+    packaged = importlib.resources.files("repositories").joinpath("sql")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+SQL_DIR: Final = _sql_dir()
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 

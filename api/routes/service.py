@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import RETRY_AFTER_SECONDS, error_response
+from api.lifecycle import is_draining
 from api.routing import HTTPRoute
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
@@ -47,7 +48,11 @@ async def ready(request: Request) -> Any:
     database does not answer within min(2 s, DB_POOL_TIMEOUT) (with `Retry-After`), or when
     the schema is older than the newest migration. Contract, "Service endpoints" and
     "Database faults" (`/ready` 503 within its 2 s). Never raises for a database fault.
+    503 "Shutting down" from the first SIGTERM/SIGINT on (the drain, api/lifecycle.py), so a
+    balancer moves traffic away while the instance still serves what it gets.
     """
+    if is_draining():
+        return error_response(503, "Shutting down")
     settings: Settings = request.app.state.settings
     repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
     if repository is None:
