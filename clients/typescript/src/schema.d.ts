@@ -65,7 +65,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The process is up (no database) */
+        /**
+         * The process is up (no database)
+         * @description Always 200 `{"status": "ok"}`: the process answers; the database is not touched
+         *     (contract, "Service endpoints": `/health`, process is up, no database).
+         */
         get: operations["health_health_get"];
         put?: never;
         post?: never;
@@ -82,7 +86,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Database reachable and schema current */
+        /**
+         * Database reachable and schema current
+         * @description 200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`.
+         *
+         *     503 while the lifespan has not built the repository yet ("Starting up"), when the
+         *     database does not answer within min(2 s, DB_POOL_TIMEOUT) (with `Retry-After`), or when
+         *     the schema is older than the newest migration. Contract, "Service endpoints" and
+         *     "Database faults" (`/ready` 503 within its 2 s). Never raises for a database fault.
+         *     503 "Shutting down" from the first SIGTERM/SIGINT on (the drain, api/lifecycle.py), so a
+         *     balancer moves traffic away while the instance still serves what it gets.
+         */
         get: operations["ready_ready_get"];
         put?: never;
         post?: never;
@@ -211,7 +225,10 @@ export interface operations {
                 limit?: number | null;
                 offset?: number;
             };
-            header?: never;
+            header?: {
+                /** @description ETags the client has: 304 (no body) when one is current */
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description The Better Auth user id; must equal the token's sub */
                 user_id: string;
@@ -223,6 +240,8 @@ export interface operations {
             /** @description The tasks */
             200: {
                 headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
                     /** @description Number of tasks matching `status`, present only when `limit` is given */
                     "X-Total-Count"?: number;
                     [name: string]: unknown;
@@ -230,6 +249,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["TaskPublic"][];
                 };
+            };
+            /** @description Not Modified: an If-None-Match tag is current (no body) */
+            304: {
+                headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Missing, malformed, expired or otherwise invalid bearer token */
             401: {
@@ -278,12 +306,25 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     createTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description 1-255 visible ASCII characters (a bare value, or an RFC 8941 string as the IETF draft writes it): a repeat within 24 hours with the same body returns the first response and creates nothing; another body is 422, a repeat while the first runs 409 */
+                "Idempotency-Key"?: string | null;
+            };
             path: {
                 /** @description The Better Auth user id; must equal the token's sub */
                 user_id: string;
@@ -299,6 +340,8 @@ export interface operations {
             /** @description The created task */
             201: {
                 headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
                     /** @description Path of the new task: /api/{user_id}/tasks/{id} */
                     Location?: string;
                     [name: string]: unknown;
@@ -307,7 +350,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPublic"];
                 };
             };
-            /** @description The body is not valid JSON */
+            /** @description The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493), or the Idempotency-Key is not 1-255 visible ASCII characters */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -335,6 +378,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description A request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The body is over 64 KiB */
             413: {
                 headers: {
@@ -344,7 +397,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Invalid input */
+            /** @description Invalid input, or an Idempotency-Key already used with another body */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -355,6 +408,16 @@ export interface operations {
             };
             /** @description Database unavailable (with Retry-After) or unexpected error */
             500: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     "Retry-After"?: string;
                     [name: string]: unknown;
@@ -368,7 +431,10 @@ export interface operations {
     getTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description ETags the client has: 304 (no body) when one is current */
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description The Better Auth user id; must equal the token's sub */
                 user_id: string;
@@ -379,184 +445,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The task */
             200: {
                 headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TaskPublic"];
                 };
             };
-            /** @description Missing, malformed, expired or otherwise invalid bearer token */
-            401: {
+            /** @description Not Modified: an If-None-Match tag is current (no body) */
+            304: {
                 headers: {
-                    "WWW-Authenticate"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description The token's user is not the user in the path */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Task not found (or not yours) */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description The body is over 64 KiB */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-            /** @description Database unavailable (with Retry-After) or unexpected error */
-            500: {
-                headers: {
-                    "Retry-After"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-        };
-    };
-    updateTask: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The Better Auth user id; must equal the token's sub */
-                user_id: string;
-                /** @description A positive 64-bit integer; anything else is 404 */
-                task_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["TaskUpdate"];
-            };
-        };
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["TaskPublic"];
-                };
-            };
-            /** @description The body is not valid JSON */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Missing, malformed, expired or otherwise invalid bearer token */
-            401: {
-                headers: {
-                    "WWW-Authenticate"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description The token's user is not the user in the path */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Task not found (or not yours) */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description The body is over 64 KiB */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description Invalid input */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ValidationErrorResponse"];
-                };
-            };
-            /** @description Database unavailable (with Retry-After) or unexpected error */
-            500: {
-                headers: {
-                    "Retry-After"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-        };
-    };
-    deleteTask: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The Better Auth user id; must equal the token's sub */
-                user_id: string;
-                /** @description A positive 64-bit integer; anything else is 404 */
-                task_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            204: {
-                headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -617,12 +521,25 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
-    completeTask: {
+    updateTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Apply only if one of these ETags is the task's current one (`*`: any existing task); else 412 and nothing changes */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The Better Auth user id; must equal the token's sub */
                 user_id: string;
@@ -631,22 +548,24 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: {
+        requestBody: {
             content: {
-                "application/json": components["schemas"]["TaskComplete"] | null;
+                "application/json": components["schemas"]["TaskUpdate"];
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The task */
             200: {
                 headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TaskPublic"];
                 };
             };
-            /** @description The body is not valid JSON */
+            /** @description The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -683,6 +602,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description If-Match names no current ETag of the task; nothing changed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The body is over 64 KiB */
             413: {
                 headers: {
@@ -703,6 +631,235 @@ export interface operations {
             };
             /** @description Database unavailable (with Retry-After) or unexpected error */
             500: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    deleteTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Apply only if one of these ETags is the task's current one (`*`: any existing task); else 412 and nothing changes */
+                "If-Match"?: string | null;
+            };
+            path: {
+                /** @description The Better Auth user id; must equal the token's sub */
+                user_id: string;
+                /** @description A positive 64-bit integer; anything else is 404 */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, malformed, expired or otherwise invalid bearer token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token's user is not the user in the path */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Task not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description If-Match names no current ETag of the task; nothing changed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Database unavailable (with Retry-After) or unexpected error */
+            500: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    completeTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Apply only if one of these ETags is the task's current one (`*`: any existing task); else 412 and nothing changes */
+                "If-Match"?: string | null;
+            };
+            path: {
+                /** @description The Better Auth user id; must equal the token's sub */
+                user_id: string;
+                /** @description A positive 64-bit integer; anything else is 404 */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["TaskComplete"] | null;
+            };
+        };
+        responses: {
+            /** @description The task */
+            200: {
+                headers: {
+                    /** @description Strong entity tag of this representation */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskPublic"];
+                };
+            };
+            /** @description The body is not valid JSON (RFC 8259 and I-JSON, RFC 7493) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, malformed, expired or otherwise invalid bearer token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token's user is not the user in the path */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Task not found (or not yours) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description If-Match names no current ETag of the task; nothing changed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorResponse"];
+                };
+            };
+            /** @description Database unavailable (with Retry-After) or unexpected error */
+            500: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded: refused at once, retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     "Retry-After"?: string;
                     [name: string]: unknown;
