@@ -55,12 +55,20 @@ def _embedded_secret() -> str:
 
 def _start_embedded_database() -> str:
     """A real PostgreSQL from the `pgserver` package, under DATA_DIR (development only)."""
-    import pgserver  # type: ignore[import-untyped,unused-ignore]
+    import logging
+    import warnings
 
+    # pgserver logs every pg_ctl/psql command at INFO, and platformdirs warns at every start
+    # when XDG_RUNTIME_DIR is unset (containers, CI): neither is news to a developer.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
-        str((DATA_DIR / "pg").resolve()), cleanup_mode="stop"
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver  # type: ignore[import-untyped,unused-ignore]
+
+        server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            str((DATA_DIR / "pg").resolve()), cleanup_mode="stop"
+        )
     server.psql("SELECT 1;")
     exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'tasks';")
     if "1 row" not in exists:
@@ -88,9 +96,14 @@ def resolve_settings(*, start_embedded: bool = True) -> Settings:
 
             updates["better_auth_secret"] = SecretStr(_embedded_secret())
         if start_embedded:
+            secret_note = (
+                f"; tokens are signed with the generated secret in {DATA_DIR}/dev-secret"
+                if "better_auth_secret" in updates
+                else ""
+            )
             print(
                 "tasks-api: WARNING: no NEON_DB_URL/DATABASE_URL: starting the embedded "
-                f"development PostgreSQL under {DATA_DIR}/ (development only)",
+                f"development PostgreSQL under {DATA_DIR}/{secret_note} (development only)",
                 file=sys.stderr,
             )
             updates["database_url"] = _start_embedded_database()
