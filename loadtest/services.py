@@ -17,9 +17,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -33,11 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def with_database(url: str, dbname: str) -> str:
     """The same server URL pointed at another database (works for URLs and pgserver URIs)."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname, safe="")))
 
 
 def database_name(database_url: str) -> str:
-    return urlsplit(database_url).path.lstrip("/")
+    """The database a URL names (percent-decoded, as libpq reads it)."""
+    return unquote(urlsplit(database_url).path.lstrip("/"))
 
 
 def create_database(server_url: str, prefix: str = "tasks_test") -> str:
@@ -227,3 +229,56 @@ def read_json_log(path: Path, *, strict: bool = True) -> list[dict[str, Any]]:
             continue
         records.append(record)
     return records
+
+
+# --- the service as the load tests configure it -------------------------------------------------
+
+
+@dataclass
+class ServerConfig:
+    """How to start the service: `tasks-api serve` (cli) or uvicorn directly with a loop/http."""
+
+    server: str = "cli"
+    workers: int = 1
+    loop: str = "uvloop"
+    http: str = "httptools"
+    env: dict[str, str] = field(default_factory=dict)
+    nice: int = 0  # < 0 shields the service from other work on a shared machine (root only)
+
+    def command(self, port: int) -> list[str]:
+        if self.server == "cli":
+            return serve_command(port, "--workers", str(self.workers))
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(self.workers),
+            "--loop",
+            self.loop,
+            "--http",
+            self.http,
+            "--no-access-log",
+            "--timeout-keep-alive",
+            "5",
+        ]
+
+
+@contextlib.contextmanager
+def running_server(
+    config: ServerConfig, database_url: str, secret: str, log_path: Path
+) -> Iterator[tuple[str, int]]:
+    """The service as `config` says, on `database_url`; yields (base URL, PID)."""
+    port = free_port()
+    env = service_env(database_url, secret, **config.env)
+    env.pop("NEON_DB_URL")  # DATABASE_URL alone, as the load tests always passed it
+    with running_service(
+        env, port=port, command=config.command(port), log_path=log_path, nice=config.nice
+    ) as (base, proc):
+        yield base, proc.pid
