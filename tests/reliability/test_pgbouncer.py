@@ -21,8 +21,7 @@ from tests.reliability.pg import (
     pgbouncer_bin,
     private_postgres,
 )
-from tests.reliability.service import log_events, service_env
-from tests.support import require, running_service
+from tests.support import read_json_log, require, running_service, service_env
 
 POOL_SIZE = 3  # server connections PgBouncer keeps for the service's ten client connections
 
@@ -51,7 +50,7 @@ def _plain_url(pgb: PgBouncer, db: str) -> str:
 
 
 def _ready_event(log: Path) -> dict[str, object]:
-    return next(e for e in log_events(log) if e.get("event") == "service_ready")
+    return next(e for e in read_json_log(log, strict=False) if e.get("event") == "service_ready")
 
 
 @pytest.mark.parametrize("mode", ["auto", "off"])
@@ -95,7 +94,7 @@ def test_prepared_statements_on_break_behind_pgbouncer(
     assert _ready_event(log)["prepared_statements"] is True
     assert result.errors, "prepared statements behind PgBouncer 1.18 should have failed"
     assert any("-> 500" in e for e in result.errors), result.errors[:5]
-    logged = " ".join(str(e) for e in log_events(log))
+    logged = " ".join(str(e) for e in read_json_log(log, strict=False))
     assert "prepared statement" in logged and (
         "does not exist" in logged or "already exists" in logged
     )

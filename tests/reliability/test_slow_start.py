@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
 from tests.reliability.pg import can_run_servers, pg16_bin, port_open, private_postgres
-from tests.reliability.service import (
-    log_events,
-    serve_until_exit,
+from tests.reliability.service import serve_until_exit, spawn_service
+from tests.support import (
+    auth,
+    free_port,
+    new_user_id,
+    read_json_log,
+    require,
     service_env,
-    spawn_service,
     stop_process,
-    wait_for,
+    wait_http,
+    wait_until,
 )
-from tests.support import auth, free_port, new_user_id, require, wait_http
+
+
+def _waits(log: Path) -> list[dict[str, Any]]:
+    return [e for e in read_json_log(log, strict=False) if e.get("event") == "database_waiting"]
 
 
 def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path) -> None:
@@ -34,7 +42,9 @@ def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path)
             time.sleep(4.0)
             assert proc.poll() is None, log.read_text()
             assert not port_open(port), "serving before the database is there"
-            waits = [e for e in log_events(log) if e.get("event") == "database_waiting"]
+            waits = [
+                e for e in read_json_log(log, strict=False) if e.get("event") == "database_waiting"
+            ]
             assert len(waits) >= 2, log.read_text()
             delays = [float(e["retry_in"]) for e in waits]
             assert delays == sorted(delays) and delays[-1] > delays[0], delays  # backoff
@@ -96,9 +106,12 @@ def test_connection_slots_exhausted_at_start_is_waited_out(tmp_path: Path) -> No
             env = service_env(url, DB_STARTUP_TIMEOUT="30", DB_POOL_MIN="1", DB_POOL_MAX="2")
             proc = spawn_service(env, port=port, log_path=log)
             try:
-                wait_for(
+                wait_until(
                     lambda: (
-                        any(e.get("event") == "database_waiting" for e in log_events(log))
+                        any(
+                            e.get("event") == "database_waiting"
+                            for e in read_json_log(log, strict=False)
+                        )
                         or proc.poll() is not None
                     ),
                     timeout=30,
@@ -106,7 +119,11 @@ def test_connection_slots_exhausted_at_start_is_waited_out(tmp_path: Path) -> No
                 )
                 time.sleep(1.0)
                 assert proc.poll() is None, log.read_text()[-1500:]
-                waits = [e for e in log_events(log) if e.get("event") == "database_waiting"]
+                waits = [
+                    e
+                    for e in read_json_log(log, strict=False)
+                    if e.get("event") == "database_waiting"
+                ]
                 assert "reserved" in str(waits[0]["error"])
                 for conn in held:
                     conn.close()
