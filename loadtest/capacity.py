@@ -46,8 +46,8 @@ import psycopg  # noqa: E402
 from loadtest.common import mint_token  # noqa: E402
 from loadtest.services import (  # noqa: E402
     database_name,
-    fresh_database,
     free_port,
+    fresh_database,
     running_service,
     service_env,
 )
@@ -251,7 +251,8 @@ def lua_data(path: Path, tasks: dict[str, list[int]], secret: str) -> None:
     users = sorted(tasks, key=lambda u: int(u.split("-")[1]))
 
     def entry(user: str, ids: list[int]) -> str:
-        return f'{{id="{user}",token="{mint_token(user, secret)}",tasks={{{",".join(map(str, ids))}}}}}'
+        task_ids = ",".join(map(str, ids))
+        return f'{{id="{user}",token="{mint_token(user, secret)}",tasks={{{task_ids}}}}}'
 
     lines = ["return {", "users = {"]
     lines += [entry(u, tasks[u]) + "," for u in users]
