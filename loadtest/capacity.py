@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -56,7 +57,9 @@ from repositories.database import prepare_database  # noqa: E402
 REPORTS = ROOT / "loadtest" / "reports"
 SCRIPT = ROOT / "loadtest" / "capacity.lua"
 ENDPOINTS = ("list", "get", "create", "toggle")
-SYSTEMS = ("service", "ceiling")
+# "baseline": the service from another checkout (--baseline DIR), to measure a change side by
+# side with the same runs.
+SYSTEMS = ("service", "baseline", "ceiling")
 TASKS_PER_USER = 20
 # pg_stat_database lags: a backend flushes its counters when it goes idle, but at most once a
 # second (PostgreSQL 15 pgstat.c, PGSTAT_MIN_INTERVAL). A request made after that second
@@ -278,14 +281,16 @@ def check_same_work(apps: list[App], user: str, task: int, headers: dict[str, st
 
 @contextlib.contextmanager
 def started(
-    name: str, server_url: str, secret: str, users: int, out: Path, data: Path | None
+    name: str, server_url: str, secret: str, users: int, out: Path, baseline: Path | None
 ) -> Iterator[tuple[App, dict[str, list[int]]]]:
-    """A fresh database (migrated, seeded) and the app `name` on it, pinned to core 0."""
+    """A fresh database (migrated, seeded) and the app `name` on it, pinned to core 0; the
+    baseline runs `tasks-api serve` from the checkout `baseline` (`python -m` puts it first on
+    sys.path)."""
     with fresh_database(server_url, prefix=f"capacity_{name}") as database_url:
         migrate(database_url)
         tasks = seed(database_url, users)
         port = free_port()
-        if name == "service":
+        if name in ("service", "baseline"):
             env = service_env(database_url, secret)
             command = ["taskset", "-c", "0", sys.executable, "-m", "api.cli", "serve",
                        "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
@@ -297,9 +302,11 @@ def started(
                        "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                        "--log-level", "warning"]  # fmt: skip
             ready = "/openapi.json"
+        cwd = baseline if name == "baseline" and baseline else ROOT
         with running_service(
-            env, port=port, command=command, log_path=out / f"{name}.log", ready_path=ready
-        ) as (base, proc):
+            env, port=port, command=command, log_path=out / f"{name}.log", ready_path=ready,
+            cwd=cwd,
+        ) as (base, proc):  # fmt: skip
             user = "cap-0"
             app = App(
                 name, base, proc.pid, server_url, database_name(database_url),
@@ -361,47 +368,81 @@ def table(measurements: list[Measurement], runs: int, seconds: float) -> str:
                 f"| {spread([m.wrk.p99_ms for m in ms], '{:.1f}')} "
                 f"| {sum(m.wrk.errors for m in ms)} |"
             )
-    lines += [
-        "",
-        "| endpoint | c | req/s service / ceiling (goal >= 0.90) "
-        "| CPU/request service / ceiling (goal <= 1.15) |",
-        "| --- | --- | --- | --- |",
-    ]
+    others = [o for o in ("ceiling", "baseline") if any(m.system == o for m in measurements)]
+    if not any(m.system == "service" for m in measurements) or not others:
+        return "\n".join(lines)
+    goals = {"ceiling": (" (goal >= 0.90)", " (goal <= 1.15)"), "baseline": ("", "")}
+    head = "".join(
+        f" req/s service / {o}{goals[o][0]} | CPU/request service / {o}{goals[o][1]} |"
+        for o in others
+    )
+    lines += ["", f"| endpoint | c |{head}", "| --- | --- |" + " --- | --- |" * len(others)]
     for endpoint, conns in keys:
-        service, ceiling = pick(endpoint, conns, "service"), pick(endpoint, conns, "ceiling")
-        lines.append(
-            f"| {endpoint} | {conns} "
-            f"| {ratio([m.rps for m in service], [m.rps for m in ceiling])} "
-            f"| {ratio([m.cpu_ms for m in service], [m.cpu_ms for m in ceiling])} |"
-        )
+        service = pick(endpoint, conns, "service")
+        cells = ""
+        for other in others:
+            theirs = pick(endpoint, conns, other)
+            cells += (
+                f" {ratio([m.rps for m in service], [m.rps for m in theirs])} |"
+                f" {ratio([m.cpu_ms for m in service], [m.cpu_ms for m in theirs])} |"
+            )
+        lines.append(f"| {endpoint} | {conns} |{cells}")
     return "\n".join(lines)
 
 
 # --- the command --------------------------------------------------------------------------------
 
 
+def _py_spy(app: App, seconds: int, output: Path, fmt: str) -> subprocess.Popen[bytes]:
+    cmd = [
+        "taskset", "-c", "1", "uv", "tool", "run", "py-spy", "record", "--pid", str(app.pid),
+        "--duration", str(seconds), "--rate", "250", "--output", str(output), "--format", fmt,
+        "--nonblocking",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def where_time_went(raw: Path, top: int = 45) -> str:
+    """From py-spy's collapsed stacks: the share of samples each function is on the stack of
+    (inclusive), largest first, as `percent  function (file:line)` lines."""
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        # By function: py-spy names each frame `function (file:line)`; the line goes.
+        for frame in {_LINE.sub(")", f) for f in stack.split(";")}:
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return "\n".join(f"{100 * n / max(total, 1):5.1f}%  {frame}" for frame, n in ranked)
+
+
 def profile_list(app: App, data: Path, seconds: int, out: Path) -> Path:
-    """A py-spy flame graph (SVG) of `app` while wrk drives the list at c=10 for `seconds`.
+    """A py-spy flame graph (SVG) of `app` while wrk drives the list at c=10 for `seconds`,
+    then the same as collapsed stacks, summarised in `<app>-list.txt`.
 
     py-spy comes from PyPI through `uv tool run` (not a project dependency); it samples the
     pinned app from the other core, beside wrk."""
     svg = out / f"{app.name}-list.svg"
-    cmd = [
-        "taskset", "-c", "1", "uv", "tool", "run", "py-spy", "record", "--pid", str(app.pid),
-        "--duration", str(int(seconds)), "--rate", "250", "--output", str(svg), "--format",
-        "flamegraph", "--nonblocking",
-    ]  # fmt: skip
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(2.0)  # py-spy attaches (and uv installs it the first time) before the load
-        run_wrk(app.base, "list", 10, seconds, data, core="1")
-        _, err = spy.communicate(timeout=seconds + 120)
-    finally:
-        if spy.poll() is None:
-            spy.kill()
-            spy.wait()
-    if spy.returncode != 0 or not svg.exists():
-        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-300:]}")
+    raw = out / f"{app.name}-list.raw"
+    for output, fmt in ((svg, "flamegraph"), (raw, "raw")):
+        spy = _py_spy(app, seconds, output, fmt)
+        try:
+            time.sleep(2.0)  # py-spy attaches (and uv installs it the first time) before the load
+            run_wrk(app.base, "list", 10, seconds, data, core="1")
+            _, err = spy.communicate(timeout=seconds + 120)
+        finally:
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
+        if spy.returncode != 0 or not output.exists():
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-300:]}")
+    (out / f"{app.name}-list.txt").write_text(where_time_went(raw) + "\n", encoding="utf-8")
     return svg
 
 
@@ -432,7 +473,7 @@ def run(args: argparse.Namespace) -> int:
         apps: list[App] = []
         for name in args.systems:
             app, tasks = stack.enter_context(
-                started(name, args.server_url, secret, args.users, out, data)
+                started(name, args.server_url, secret, args.users, out, args.baseline)
             )
             apps.append(app)
         lua_data(data, tasks, secret)
@@ -454,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
     invalid = [m for m in measurements if not m.valid]
     for m in invalid:
         print(f"INVALID: {m.system} {m.endpoint} c={m.connections}: {m.wrk}", file=sys.stderr)
-    return 1 if invalid or not measurements else 0
+    return 1 if invalid or not (measurements or args.profile) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,15 +509,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
         help="PostgreSQL server (an existing database on it); fresh databases are made there",
     )
-    parser.add_argument("--runs", type=int, default=3, help="interleaved pairs per measurement")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="interleaved pairs per measurement (0: profiles only)"
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per run")
     parser.add_argument(
         "--warm-up", type=int, default=2, help="seconds per endpoint and app, once (0: none)"
     )
     parser.add_argument("--connections", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["service", "ceiling"])
     parser.add_argument("--users", type=int, default=100, help="users rotated by wrk")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another revision (git worktree add DIR REV): with `--systems "
+        "service baseline`, measures a change side by side",
+    )
     parser.add_argument(
         "--profile", nargs="*", choices=SYSTEMS, default=[], help="py-spy flame graphs of list"
     )

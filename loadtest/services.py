@@ -189,14 +189,15 @@ def running_service(
     timeout: float = 60.0,
     command: list[str] | None = None,
     nice: int = 0,
+    cwd: Path = ROOT,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`tasks-api serve` (or `command`, which must listen on `port`) on loopback until the
     block ends; yields (base URL, process). Ready means `ready_path` answered below 500 within
-    `timeout` seconds; stopped with SIGTERM, then SIGKILL."""
+    `timeout` seconds; stopped with SIGTERM, then SIGKILL. `cwd`: the checkout it runs from."""
     port = port or free_port()
     full_env = {**os.environ, "LOG_FORMAT": "json", **env}
     out: IO[bytes] | int = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = spawn(command or serve_command(port, *args), env=full_env, log=out, nice=nice)
+    proc = spawn(command or serve_command(port, *args), env=full_env, log=out, nice=nice, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + ready_path, timeout=timeout, proc=proc)

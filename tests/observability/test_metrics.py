@@ -80,6 +80,28 @@ async def test_requests_are_counted_and_timed_by_route_template_and_status(
     )
 
 
+async def test_cors_preflights_are_not_counted_but_other_options_requests_are(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    """CORSMiddleware answers a preflight before routing; it is no API traffic (and was never
+    counted while the metrics sat inside CORS). An OPTIONS request that is no preflight is."""
+    before = await scrape(client)
+    preflight = await client.options(
+        f"/api/{user_id}/tasks",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 200
+    assert (await client.options("/no/such/thing")).status_code == 404
+    after = await scrape(client)
+
+    def delta(**labels: str) -> float:
+        name = "http_requests_total"
+        return get(after, name, **labels) - get(before, name, **labels)
+
+    assert delta(handler="none", method="OPTIONS", status="200") == 0
+    assert delta(handler="none", method="OPTIONS", status="404") == 1
+
+
 async def test_sql_statement_time_by_statement_name(
     client: httpx.AsyncClient, user_id: str
 ) -> None:
