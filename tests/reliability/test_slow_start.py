@@ -42,9 +42,7 @@ def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path)
             time.sleep(4.0)
             assert proc.poll() is None, log.read_text()
             assert not port_open(port), "serving before the database is there"
-            waits = [
-                e for e in read_json_log(log, strict=False) if e.get("event") == "database_waiting"
-            ]
+            waits = _waits(log)
             assert len(waits) >= 2, log.read_text()
             delays = [float(e["retry_in"]) for e in waits]
             assert delays == sorted(delays) and delays[-1] > delays[0], delays  # backoff
@@ -107,23 +105,13 @@ def test_connection_slots_exhausted_at_start_is_waited_out(tmp_path: Path) -> No
             proc = spawn_service(env, port=port, log_path=log)
             try:
                 wait_until(
-                    lambda: (
-                        any(
-                            e.get("event") == "database_waiting"
-                            for e in read_json_log(log, strict=False)
-                        )
-                        or proc.poll() is not None
-                    ),
+                    lambda: bool(_waits(log)) or proc.poll() is not None,
                     timeout=30,
                     what="the first failed attempt",
                 )
                 time.sleep(1.0)
                 assert proc.poll() is None, log.read_text()[-1500:]
-                waits = [
-                    e
-                    for e in read_json_log(log, strict=False)
-                    if e.get("event") == "database_waiting"
-                ]
+                waits = _waits(log)
                 assert "reserved" in str(waits[0]["error"])
                 for conn in held:
                     conn.close()
