@@ -182,7 +182,7 @@ class App:
         connection: psycopg_pool hands out idle connections first in, first out, so each
         backend runs one and, its last flush being over a second old, flushes at once. What
         stays pending is at most one statement per connection. The open measurement is closed
-        with the count (its touches are added to its requests).
+        with the count (its touches and its last requests in flight are added to its requests).
         """
         time.sleep(max(0.0, self.last_load_end + STATS_FLUSH_SECONDS - time.monotonic()))
         touches = backends(self.server_url, self.dbname)
@@ -192,7 +192,10 @@ class App:
         count = transactions(self.server_url, self.dbname)
         if self.pending is not None:
             m = self.pending
-            m.xact_per_request = (count - m.xact_before) / (m.wrk.requests + touches)
+            # wrk stops with one request in flight on each connection (a closed loop): the
+            # app still serves it, wrk does not count it.
+            served = m.wrk.requests + m.connections + touches
+            m.xact_per_request = (count - m.xact_before) / served
             self.done.append(m)
             self.pending = None
         return count
