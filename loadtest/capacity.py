@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +493,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"profile: {profile_list(target, data, args.profile_seconds, out)}", flush=True)
     report = table(measurements, args.runs, args.duration)
     (out / "capacity.md").write_text(report + "\n", encoding="utf-8")
+    raw = [asdict(m) | {"rps": m.rps, "cpu_ms": m.cpu_ms} for m in measurements]
+    (out / "measurements.json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
     print(report)
     print(f"report: {out / 'capacity.md'}")
     invalid = [m for m in measurements if not m.valid]
