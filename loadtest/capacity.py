@@ -6,8 +6,9 @@
 
 Both apps run at once on loopback, each on its own fresh database (created, seeded with the same
 users and tasks, dropped at the end), both pinned with `taskset` to one core and wrk to the
-other. Each (endpoint, concurrency) is measured for the service, then for the ceiling, and that
-pair is repeated `--runs` times. Per measurement: requests/s from wrk; CPU ms per request from
+other. Each (endpoint, concurrency) is measured for the service, then for the ceiling (and
+for a `--baseline` checkout of the service when asked), and that round is repeated `--runs`
+times. Per measurement: requests/s from wrk; CPU ms per request from
 /proc/<pid>/stat (utime + stime of the app's process tree) around the wrk run; database
 transactions per request from pg_stat_database (xact_commit + xact_rollback of the app's own
 database); non-2xx and socket errors from wrk, and a measurement with any is invalid (exit 1).
@@ -162,7 +163,7 @@ class Measurement:
 
 @dataclass
 class App:
-    """One of the two systems under test, running on its own database."""
+    """One system under test (service, baseline or ceiling), running on its own database."""
 
     name: str
     base: str
