@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
+
+# Every run's output (git-ignored).
+REPORTS = Path(__file__).resolve().parent / "reports"
 
 # URL templates: the `name=` of each request, so Locust reports one row per endpoint.
 LIST = "/api/{user_id}/tasks"

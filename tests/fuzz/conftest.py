@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.service import service_env
-from tests.support import running_service
+from tests.support import running_service, service_env
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.run import PROFILES, Row, judge, parse_stats
+from loadtest.judging import PROFILES, Row, judge, parse_stats
 from tests.support import ROOT
 
 ENDPOINT_ROWS = [

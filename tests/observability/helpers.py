@@ -1,9 +1,8 @@
-"""Helpers of the observability suites: JSON log files, a real Prometheus server, service env."""
+"""Helpers of the observability suites: access lines of a JSON log, a real Prometheus server."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import tempfile
@@ -13,40 +12,9 @@ from typing import Any
 
 import httpx
 
-from tests.support import SECRET, free_port, require, stop_process, wait_http, wait_until
+from tests.support import free_port, require, stop_process, wait_http, wait_until
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def service_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of `tasks-api serve` on `database_url` with the tests' secret."""
-    return {
-        "NEON_DB_URL": database_url,
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": SECRET,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "DB_POOL_MIN": "1",
-        "DB_POOL_MAX": "4",
-        "DB_POOL_TIMEOUT": "2",
-        "DB_STARTUP_TIMEOUT": "10",
-        **extra,
-    }
-
-
-def read_json_log(path: Path) -> list[dict[str, Any]]:
-    """Every line of a server's captured output, each of which must be one JSON object."""
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AssertionError(f"log line {number} is not JSON: {line!r}") from exc
-        assert isinstance(record, dict), f"log line {number} is not an object: {line!r}"
-        records.append(record)
-    return records
 
 
 def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,8 +10,16 @@ import httpx
 import psycopg
 
 from repositories.migrations import latest_version
-from tests.observability.helpers import access_lines, read_json_log, service_env, wait_until
-from tests.support import make_token, new_user_id, require, running_service
+from tests.observability.helpers import access_lines
+from tests.support import (
+    make_token,
+    new_user_id,
+    read_json_log,
+    require,
+    running_service,
+    service_env,
+    wait_until,
+)
 
 
 def test_a_broken_schema_is_a_logged_500_and_ready_says_why(

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from observability.logging import REDACTED, redact_secrets
 from tests.support import ROOT, make_token
 
@@ -79,3 +81,24 @@ def test_credentials_are_masked_whatever_the_field() -> None:
     assert token not in text and "s3cret" not in text and "dXNlcjpwYXNz" not in text
     assert event["url"] == f"postgresql://app:{REDACTED}@db.example/tasks"
     assert event["authorization"] == REDACTED and event["task_id"] == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ("BEARER opaque-token-1", "opaque-token-1"),  # not a JWT, any case of the scheme
+        ("auth: bearer opaque-token-2", "opaque-token-2"),
+        ("redis://:pw-3@cache:6379", "pw-3"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+    ],
+)
+def test_each_credential_shape_is_masked_on_its_own(value: str, secret: str) -> None:
+    """Every pattern still applies to a value that carries only its own shape (the quick
+    pre-check in front of them must let each through)."""
+    event = redact_secrets(None, "info", {"event": "x", "detail": value})
+    assert secret not in event["detail"] and REDACTED in event["detail"]
+
+
+def test_values_without_credentials_are_left_alone() -> None:
+    fields = {"event": "request", "route": "/api/{user_id}/tasks", "method": "GET", "status": 200}
+    assert redact_secrets(None, "info", dict(fields)) == fields

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.observability.helpers import access_lines, read_json_log, service_env
-from tests.support import make_token, new_user_id, running_service
+from tests.observability.helpers import access_lines
+from tests.support import make_token, new_user_id, read_json_log, running_service, service_env
 
 ACCESS_FIELDS = {"request_id", "method", "route", "status", "duration_ms"}
 

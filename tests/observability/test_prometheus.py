@@ -9,15 +9,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.observability.helpers import (
-    Prometheus,
-    access_lines,
+from tests.observability.helpers import Prometheus, access_lines, running_prometheus
+from tests.support import (
+    ROOT,
+    make_token,
+    new_user_id,
     read_json_log,
-    running_prometheus,
+    running_service,
     service_env,
     wait_until,
 )
-from tests.support import ROOT, make_token, new_user_id, running_service
 
 TASKS = 'handler="/api/{user_id}/tasks"'
 JOB = 'job="tasks-api"'

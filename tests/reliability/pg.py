@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
+import psycopg.sql
 
 from tests.support import free_port
 
@@ -311,7 +312,7 @@ class PgInstance:
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
         return name
 
     def execute(self, sql: str, params: Any = None, *, dbname: str = "postgres") -> list[Any]:

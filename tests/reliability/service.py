@@ -1,36 +1,16 @@
-"""Running `tasks-api serve` against a given database, and reading what it logged."""
+"""Running `tasks-api serve` in the background, or until it gives up at start-up."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.support import ROOT, SECRET, stop_process, wait_until
+from tests.support import ROOT
 
-__all__ = ["serve_until_exit", "service_env", "spawn_service", "stop_process"]
-
-
-def service_env(database_url: str, **overrides: str) -> dict[str, str]:
-    env = {
-        "NEON_DB_URL": database_url,
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": SECRET,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "DB_POOL_MIN": "2",
-        "DB_POOL_MAX": "10",
-        "DB_POOL_TIMEOUT": "3",
-        "DB_CONNECT_TIMEOUT": "3",
-        "DB_STARTUP_TIMEOUT": "30",
-        "DB_PREPARED_STATEMENTS": "auto",
-    }
-    env.update(overrides)
-    return env
+__all__ = ["serve_until_exit", "spawn_service"]
 
 
 def spawn_service(
@@ -61,20 +41,3 @@ def serve_until_exit(env: dict[str, str]) -> tuple[int, str, float]:
         check=False,
     )
     return done.returncode, done.stderr, time.monotonic() - started
-
-
-def log_events(path: Path) -> list[dict[str, Any]]:
-    """The JSON log lines the service wrote (other lines are skipped)."""
-    events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
-def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    return wait_until(predicate, timeout=timeout, interval=interval, what=what or "condition")

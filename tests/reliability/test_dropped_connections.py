@@ -10,8 +10,7 @@ import httpx
 import psycopg
 
 from tests.reliability.pg import PgInstance
-from tests.reliability.service import service_env, wait_for
-from tests.support import auth, new_user_id, running_service
+from tests.support import auth, new_user_id, running_service, service_env, wait_until
 
 ROUNDS = 3
 
@@ -32,7 +31,7 @@ def _terminate_all(pg: PgInstance, db: str) -> int:
         "WHERE application_name = 'tasks-api' AND datname = %s",
         (db,),
     )
-    wait_for(lambda: _service_backends(pg, db) == 0, timeout=10, what="backends gone")
+    wait_until(lambda: _service_backends(pg, db) == 0, timeout=10, what="backends gone")
     return len(killed)
 
 
@@ -110,7 +109,7 @@ def test_a_read_whose_connection_dies_mid_statement_is_retried(
                 locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
                 body = {"json": {"title": "w"}} if method == "POST" else {}
                 pending = background.submit(client.request, method, tasks, headers=h, **body)
-                pid = wait_for(
+                pid = wait_until(
                     lambda: private_pg.execute(
                         "SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
                         "application_name = 'tasks-api' AND wait_event_type = 'Lock'",

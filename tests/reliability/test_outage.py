@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.reliability.pg import PgInstance
-from tests.reliability.service import service_env, wait_for
-from tests.support import auth, new_user_id, running_service
+from tests.support import auth, new_user_id, running_service, service_env, wait_until
 
 POOL_TIMEOUT = 2.0
 # Process scheduling on a busy CI machine; the pool timeout itself is the contract.
@@ -80,7 +79,7 @@ def test_outage_fails_fast_then_recovers_by_itself(private_pg: PgInstance, tmp_p
         for t in threads:
             t.start()
         try:
-            wait_for(lambda: len(outcomes) > 20, timeout=20, what="load running")
+            wait_until(lambda: len(outcomes) > 20, timeout=20, what="load running")
             private_pg.stop(mode="immediate")
             down_at = time.monotonic()
             ready_during = []
@@ -90,7 +89,7 @@ def test_outage_fails_fast_then_recovers_by_itself(private_pg: PgInstance, tmp_p
                 time.sleep(0.5)
             private_pg.start()
             up_at = time.monotonic()
-            wait_for(
+            wait_until(
                 lambda: httpx.get(f"{base}/ready", timeout=10).status_code == 200,
                 timeout=RECOVERY_BUDGET,
                 interval=0.25,
@@ -144,7 +143,7 @@ def test_reconnects_within_seconds_after_a_long_outage(
             time.sleep(1.0)
         up_at = time.monotonic()  # before the start: it can take a while on a busy machine
         private_pg.start()
-        wait_for(
+        wait_until(
             lambda: httpx.get(f"{base}/ready", timeout=10).status_code == 200,
             timeout=RECOVERY_BUDGET,
             interval=0.2,

@@ -35,8 +35,8 @@ from tests.reliability.pg import (
     port_open,
     private_postgres,
 )
-from tests.reliability.service import serve_until_exit, service_env
-from tests.support import auth, new_user_id, require, running_service
+from tests.reliability.service import serve_until_exit
+from tests.support import auth, new_user_id, require, running_service, service_env
 
 POOL_SIZE = 3  # server connections PgBouncer keeps for the service's client connections
 MIX_SECONDS = 15.0

@@ -28,8 +28,17 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.reliability.service import service_env, spawn_service, stop_process
-from tests.support import auth, free_port, new_user_id, require, wait_http, wait_until
+from tests.reliability.service import spawn_service
+from tests.support import (
+    auth,
+    free_port,
+    new_user_id,
+    require,
+    service_env,
+    stop_process,
+    wait_http,
+    wait_until,
+)
 
 CHECK_INTERVAL_MS = 250  # HAProxy `inter`; `fall 2`: marked down within ~0.5 s of a 503
 DRAIN_SECONDS = "2"  # > the balancer's detection time

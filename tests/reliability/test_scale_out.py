@@ -11,14 +11,17 @@ import psycopg
 
 from repositories.migrations import discover
 from tests.reliability.pg import PgInstance
-from tests.reliability.service import (
-    log_events,
+from tests.reliability.service import spawn_service
+from tests.support import (
+    auth,
+    free_port,
+    new_user_id,
+    read_json_log,
     service_env,
-    spawn_service,
     stop_process,
-    wait_for,
+    wait_http,
+    wait_until,
 )
-from tests.support import auth, free_port, new_user_id, wait_http
 
 
 def _waiting_on_locks(pg: PgInstance, db: str) -> int:
@@ -48,7 +51,7 @@ def test_two_instances_race_on_an_empty_database_and_agree(
         barrier.execute("CREATE TABLE schema_migrations (version integer)")
         for port, log in zip(ports, logs, strict=True):
             procs.append(spawn_service(service_env(url), port=port, log_path=log))
-        wait_for(
+        wait_until(
             lambda: _waiting_on_locks(private_pg, db) >= 2,
             timeout=60,
             what="both instances migrating",
@@ -71,7 +74,7 @@ def test_two_instances_race_on_an_empty_database_and_agree(
         "SELECT version FROM schema_migrations ORDER BY version", dbname=db
     )
     assert [v for (v,) in applied] == [m.version for m in migrations]
-    events = [e for log in logs for e in log_events(log)]
+    events = [e for log in logs for e in read_json_log(log, strict=False)]
     # Exactly one instance applied each migration, and neither ran into the other.
     assert sorted(e["version"] for e in events if e.get("event") == "migration_applied") == [
         m.version for m in migrations

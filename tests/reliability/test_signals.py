@@ -22,8 +22,19 @@ import psycopg
 import pytest
 
 from repositories.migrations import latest_version
-from tests.reliability.service import log_events, service_env, spawn_service, stop_process
-from tests.support import ROOT, auth, free_port, new_user_id, require, wait_http, wait_until
+from tests.reliability.service import spawn_service
+from tests.support import (
+    ROOT,
+    auth,
+    free_port,
+    new_user_id,
+    read_json_log,
+    require,
+    service_env,
+    stop_process,
+    wait_http,
+    wait_until,
+)
 
 PROMPT = 1.0  # seconds: issue 17.2, "SIGTERM and SIGINT stop the process promptly (<= 1 s)"
 
@@ -33,7 +44,7 @@ def _unreachable_url() -> str:
 
 
 def _events(log: Path, name: str) -> list[dict[str, Any]]:
-    return [e for e in log_events(log) if e.get("event") == name]
+    return [e for e in read_json_log(log, strict=False) if e.get("event") == name]
 
 
 def _stop_and_time(proc: subprocess.Popen[Any], sig: int, *, pid: int | None = None) -> float:

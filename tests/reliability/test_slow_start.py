@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
 from tests.reliability.pg import can_run_servers, pg16_bin, port_open, private_postgres
-from tests.reliability.service import (
-    log_events,
-    serve_until_exit,
+from tests.reliability.service import serve_until_exit, spawn_service
+from tests.support import (
+    auth,
+    free_port,
+    new_user_id,
+    read_json_log,
+    require,
     service_env,
-    spawn_service,
     stop_process,
-    wait_for,
+    wait_http,
+    wait_until,
 )
-from tests.support import auth, free_port, new_user_id, require, wait_http
+
+
+def _waits(log: Path) -> list[dict[str, Any]]:
+    return [e for e in read_json_log(log, strict=False) if e.get("event") == "database_waiting"]
 
 
 def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path) -> None:
@@ -34,7 +42,7 @@ def test_waits_with_backoff_and_serves_once_the_database_arrives(tmp_path: Path)
             time.sleep(4.0)
             assert proc.poll() is None, log.read_text()
             assert not port_open(port), "serving before the database is there"
-            waits = [e for e in log_events(log) if e.get("event") == "database_waiting"]
+            waits = _waits(log)
             assert len(waits) >= 2, log.read_text()
             delays = [float(e["retry_in"]) for e in waits]
             assert delays == sorted(delays) and delays[-1] > delays[0], delays  # backoff
@@ -96,17 +104,14 @@ def test_connection_slots_exhausted_at_start_is_waited_out(tmp_path: Path) -> No
             env = service_env(url, DB_STARTUP_TIMEOUT="30", DB_POOL_MIN="1", DB_POOL_MAX="2")
             proc = spawn_service(env, port=port, log_path=log)
             try:
-                wait_for(
-                    lambda: (
-                        any(e.get("event") == "database_waiting" for e in log_events(log))
-                        or proc.poll() is not None
-                    ),
+                wait_until(
+                    lambda: bool(_waits(log)) or proc.poll() is not None,
                     timeout=30,
                     what="the first failed attempt",
                 )
                 time.sleep(1.0)
                 assert proc.poll() is None, log.read_text()[-1500:]
-                waits = [e for e in log_events(log) if e.get("event") == "database_waiting"]
+                waits = _waits(log)
                 assert "reserved" in str(waits[0]["error"])
                 for conn in held:
                     conn.close()

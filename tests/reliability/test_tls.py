@@ -16,8 +16,8 @@ from tests.reliability.pg import (
     openssl_bin,
     private_postgres,
 )
-from tests.reliability.service import serve_until_exit, service_env
-from tests.support import auth, new_user_id, require, running_service
+from tests.reliability.service import serve_until_exit
+from tests.support import auth, new_user_id, require, running_service, service_env
 
 
 @pytest.fixture(scope="module")
