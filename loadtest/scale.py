@@ -44,6 +44,7 @@ from loadtest.services import ServerConfig, fresh_database, running_server  # no
 from repositories.database import prepare_database  # noqa: E402
 from repositories.pool import build_pool  # noqa: E402
 from repositories.queries import LIST_STATEMENTS, Q  # noqa: E402
+from repositories.service import SERVICE_Q  # noqa: E402
 from repositories.tasks import TaskRepository  # noqa: E402
 
 BIG_USER = "scale-00000"
@@ -141,7 +142,7 @@ def statements(task_id: int) -> dict[str, tuple[str, dict[str, Any], bool]]:
     out["toggle_task"] = (Q["toggle_task"], one, True)
     out["set_task_completed"] = (Q["set_task_completed"], {**one, "completed": True}, True)
     out["delete_task"] = (Q["delete_task"], one, True)
-    out["ping"] = (Q["ping"], {}, False)
+    out["schema_version"] = (SERVICE_Q["schema_version"], {}, False)
     return out
 
 

@@ -6,32 +6,25 @@ by column name, so a reordered SELECT cannot assign a value to the wrong field.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, LiteralString
 
-import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
-
-from observability.metrics import observe_sql
 from repositories.errors import (
-    DatabaseUnavailable,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     PreconditionFailed,
     TaskNotFound,
 )
 from repositories.models import TASK_COLUMNS, TaskPublic
-from repositories.pool import CONNECTION_FAILURES, StatementTimeout, TasksPool
+from repositories.pool import TasksPool
 from repositories.queries import LIST_STATEMENTS, Q
+from repositories.statements import Row, run_statement
 
 Status = Literal["all", "pending", "completed"]
 Sort = Literal["created", "title"]
 Order = Literal["asc", "desc"]
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,39 +117,10 @@ class TaskRepository:
         retry: bool = False,
     ) -> list[Row]:
         """Run the statement `name` of `sql/tasks.sql` (or `query`, a variant composed from
-        it) on a connection borrowed for exactly this statement; translate driver errors at
-        this edge.
-
-        The whole call, retry included, ends within DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT
-        seconds (contract, "Database faults"). Every failure of
-        the database or the path to it (no connection in time, connection lost, protocol or
-        prepared-statement errors, a statement cancelled at its deadline) raises
-        DatabaseUnavailable, which the API answers 500 + Retry-After.
-
-        `retry` is only for statements that are safe to run twice (reads): a connection that
-        broke mid-statement gets one more chance on a fresh connection within the deadline.
-        """
-        pool = self._pool
-        deadline = time.monotonic() + pool.timeout + pool.statement_timeout
-        query = Q[name] if query is None else query
-        attempts = 2 if retry else 1
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            try:
-                rows = await pool.execute(query, params, deadline=deadline, row_factory=dict_row)
-            except PoolTimeout as exc:
-                raise DatabaseUnavailable("no database connection within the pool timeout") from exc
-            except StatementTimeout as exc:
-                raise DatabaseUnavailable(f"{name}: {exc}") from exc
-            except psycopg.errors.QueryCanceled as exc:  # the server's statement_timeout
-                raise DatabaseUnavailable(f"{name}: statement cancelled") from exc
-            except CONNECTION_FAILURES as exc:
-                if attempt + 1 < attempts and time.monotonic() < deadline:
-                    continue
-                raise DatabaseUnavailable(f"{name}: {type(exc).__name__}") from exc
-            observe_sql(name, time.perf_counter() - started)
-            return rows
-        raise AssertionError("unreachable")
+        it) through `repositories.statements.run_statement` (deadline, errors, metrics)."""
+        return await run_statement(
+            self._pool, name, Q[name] if query is None else query, params, retry=retry
+        )
 
     async def create_task(self, new: NewTask) -> VersionedTask:
         rows = await self._run("create_task", asdict(new))
@@ -277,14 +241,6 @@ class TaskRepository:
             {"user_id": user_id, "task_id": task_id, "if_match": _versions(if_match)},
         )
         _written(rows, task_id)
-
-    async def schema_version(self) -> int:
-        """The applied schema version; raises DatabaseUnavailable when the database is not there."""
-        try:
-            rows = await self._run("ping", {}, retry=True)
-        except psycopg.errors.UndefinedTable:
-            return 0  # never migrated: not ready, rather than a 500
-        return int(rows[0]["version"])
 
 
 def _versions(if_match: Sequence[int] | None) -> list[int] | None:

@@ -257,7 +257,3 @@ SELECT false AS matched
 FROM tasks
 WHERE id = %(task_id)s AND user_id = %(user_id)s AND %(if_match)s::bigint[] IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM gone);
-
--- name: ping
--- Readiness: the database answers and reports the applied schema version.
-SELECT coalesce(max(version), 0) AS version FROM schema_migrations;

@@ -151,7 +151,7 @@ async def test_unexpected_error_is_a_bare_500_envelope(
 
 @contextlib.asynccontextmanager
 async def database_gone(app: FastAPI, *, pool_timeout: float) -> AsyncIterator[None]:
-    """Point the app's repository at a pool whose server does not exist, then restore it."""
+    """Point the app's pool and repository at a server that does not exist, then restore them."""
     from repositories.pool import build_pool
     from repositories.tasks import TaskRepository
 
@@ -163,12 +163,12 @@ async def database_gone(app: FastAPI, *, pool_timeout: float) -> AsyncIterator[N
         connect_timeout=1,
     )
     await dead.open(wait=False)
-    original = app.state.tasks
-    app.state.tasks = TaskRepository(dead)
+    original = app.state.pool, app.state.tasks
+    app.state.pool, app.state.tasks = dead, TaskRepository(dead)
     try:
         yield
     finally:
-        app.state.tasks = original
+        app.state.pool, app.state.tasks = original
         await dead.close()
 
 

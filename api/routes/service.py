@@ -15,7 +15,8 @@ from api.routing import HTTPRoute
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
 from repositories.migrations import latest_version
-from repositories.tasks import TaskRepository
+from repositories.pool import TasksPool
+from repositories.service import schema_version
 
 #: Contract, "Database faults": `/ready` answers 503 within 2 s whatever the database does.
 READY_TIMEOUT_SECONDS: Final = 2.0
@@ -44,7 +45,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> Any:
     """200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`.
 
-    503 while the lifespan has not built the repository yet ("Starting up"), when the
+    503 while the lifespan has not opened the pool yet ("Starting up"), when the
     database does not answer within min(2 s, DB_POOL_TIMEOUT) (with `Retry-After`), or when
     the schema is older than the newest migration. Contract, "Service endpoints" and
     "Database faults" (`/ready` 503 within its 2 s). Never raises for a database fault.
@@ -54,14 +55,14 @@ async def ready(request: Request) -> Any:
     if is_draining():
         return error_response(503, "Shutting down")
     settings: Settings = request.app.state.settings
-    repository: TaskRepository | None = getattr(request.app.state, "tasks", None)
-    if repository is None:
+    pool: TasksPool | None = getattr(request.app.state, "pool", None)
+    if pool is None:
         return error_response(503, "Starting up")
     try:
         # A probe must answer before its own timeout, even while requests wait out
         # DB_POOL_TIMEOUT for a connection.
         async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
-            version = await repository.schema_version()
+            version = await schema_version(pool)
     except (DatabaseUnavailable, TimeoutError):
         return error_response(
             503, "Database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
