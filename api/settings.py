@@ -8,7 +8,14 @@ from functools import lru_cache
 from typing import Annotated, Final, Self
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # RFC 7518 §3.2: an HMAC key must be at least as long as the hash output, in bytes.
@@ -44,6 +51,17 @@ class PreparedStatements(StrEnum):
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
+
+
+#: Values valid in form but unsafe above a bound: refused like a malformed one (exit 2, one
+#: line). Field name -> (bound, the unit and why).
+_UNSAFE_ABOVE: Final[dict[str, tuple[int, str]]] = {
+    "jwt_leeway_seconds": (
+        MAX_LEEWAY_SECONDS,
+        "seconds (RFC 7519 section 4.1.4: a few minutes); more keeps expired tokens valid",
+    ),
+    "max_body_bytes": (MAX_BODY_BYTES_LIMIT, "bytes: a body is held in memory whole"),
+}
 
 
 class Settings(BaseSettings):
@@ -111,16 +129,6 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("database_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a postgresql:// URL")
-        return value.strip()
-
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
@@ -137,34 +145,26 @@ class Settings(BaseSettings):
         check_secret_length(value.get_secret_value())
         return value
 
-    # Values valid in form but unsafe: refused like a malformed one (exit 2, one line).
-
-    @field_validator("jwt_leeway_seconds")
+    @field_validator("jwt_leeway_seconds", "max_body_bytes")
     @classmethod
-    def _check_leeway(cls, value: int) -> int:
-        if value > MAX_LEEWAY_SECONDS:
-            raise ValueError(
-                f"must be at most {MAX_LEEWAY_SECONDS} seconds (RFC 7519 section 4.1.4: a few "
-                "minutes); more keeps expired tokens valid"
-            )
+    def _check_upper_bound(cls, value: int, info: ValidationInfo) -> int:
+        limit, why = _UNSAFE_ABOVE[str(info.field_name)]
+        if value > limit:
+            raise ValueError(f"must be at most {limit} {why}")
         return value
 
-    @field_validator("max_body_bytes")
+    @field_validator("database_url", "better_auth_url", "better_auth_jwks_url")
     @classmethod
-    def _check_body_limit(cls, value: int) -> int:
-        if value > MAX_BODY_BYTES_LIMIT:
-            raise ValueError(
-                f"must be at most {MAX_BODY_BYTES_LIMIT} bytes: a body is held in memory whole"
-            )
-        return value
-
-    @field_validator("better_auth_url", "better_auth_jwks_url")
-    @classmethod
-    def _check_http_url(cls, value: str | None) -> str | None:
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Blank is unset; NEON_DB_URL/DATABASE_URL must be postgresql://, the Better Auth
+        URLs http(s):// with a host."""
         if value is None or value.strip() == "":
             return None
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if info.field_name == "database_url":
+            if parts.scheme not in ("postgresql", "postgres"):
+                raise ValueError("must be a postgresql:// URL")
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return value.strip()
 

@@ -193,25 +193,22 @@ class TaskRepository:
         the version alone."""
         rows = await self._run(
             "update_task",
-            {
-                "user_id": user_id,
-                "task_id": task_id,
-                "set_title": "title" in changes,
-                "title": changes.get("title"),
-                "set_description": "description" in changes,
-                "description": changes.get("description"),
-                "if_match": _versions(if_match),
-            },
+            _one_task(
+                user_id,
+                task_id,
+                if_match,
+                set_title="title" in changes,
+                title=changes.get("title"),
+                set_description="description" in changes,
+                description=changes.get("description"),
+            ),
         )
         return _versioned(_written(rows, task_id))
 
     async def toggle_task(
         self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
     ) -> VersionedTask:
-        rows = await self._run(
-            "toggle_task",
-            {"user_id": user_id, "task_id": task_id, "if_match": _versions(if_match)},
-        )
+        rows = await self._run("toggle_task", _one_task(user_id, task_id, if_match))
         return _versioned(_written(rows, task_id))
 
     async def set_task_completed(
@@ -223,25 +220,21 @@ class TaskRepository:
         if_match: Sequence[int] | None = None,
     ) -> VersionedTask:
         rows = await self._run(
-            "set_task_completed",
-            {
-                "user_id": user_id,
-                "task_id": task_id,
-                "completed": completed,
-                "if_match": _versions(if_match),
-            },
+            "set_task_completed", _one_task(user_id, task_id, if_match, completed=completed)
         )
         return _versioned(_written(rows, task_id))
 
     async def delete_task(
         self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
     ) -> None:
-        rows = await self._run(
-            "delete_task",
-            {"user_id": user_id, "task_id": task_id, "if_match": _versions(if_match)},
-        )
+        rows = await self._run("delete_task", _one_task(user_id, task_id, if_match))
         _written(rows, task_id)
 
 
-def _versions(if_match: Sequence[int] | None) -> list[int] | None:
-    return None if if_match is None else list(if_match)
+def _one_task(
+    user_id: str, task_id: int, if_match: Sequence[int] | None, **extra: Any
+) -> dict[str, Any]:
+    """The parameters of a statement on one task of one user: owner, id, the If-Match
+    versions (None: no precondition) and the statement's own `extra` values."""
+    versions = None if if_match is None else list(if_match)
+    return {"user_id": user_id, "task_id": task_id, "if_match": versions, **extra}

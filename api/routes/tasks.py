@@ -76,6 +76,12 @@ _CREATE_HEADERS: Final = {
     }
 }
 
+# PUT and PATCH …/complete: the task with its new ETag, or why not (412: If-Match failed).
+_CONDITIONAL_WRITE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"description": "The task", "headers": _ETAG_HEADER},
+    **_documented(400, 404, 412, 422),
+}
+
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
@@ -221,10 +227,7 @@ async def get_task(
     response_model=TaskPublic,
     summary="Update title and/or description",
     operation_id="updateTask",
-    responses={
-        200: {"description": "The task", "headers": _ETAG_HEADER},
-        **_documented(400, 404, 412, 422),
-    },
+    responses=_CONDITIONAL_WRITE_RESPONSES,
 )
 async def update_task(
     user: CurrentUser,
@@ -249,10 +252,7 @@ async def update_task(
     response_model=TaskPublic,
     summary='Toggle completion, or set it with {"completed": bool}',
     operation_id="completeTask",
-    responses={
-        200: {"description": "The task", "headers": _ETAG_HEADER},
-        **_documented(400, 404, 412, 422),
-    },
+    responses=_CONDITIONAL_WRITE_RESPONSES,
 )
 async def complete_task(
     user: CurrentUser,
