@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any, LiteralString
 
 import pytest
 import pytest_asyncio
 
 from repositories.errors import DatabaseUnavailable
 from repositories.pool import TasksPool, build_pool
+from repositories.statements import run_statement
 from repositories.tasks import TaskRepository
 
 STATEMENT_TIMEOUT = 0.5
@@ -37,33 +39,38 @@ async def repo(database_url: str) -> AsyncIterator[tuple[TaskRepository, TasksPo
         await pool.close()
 
 
-async def _pid(repository: TaskRepository) -> int:
-    return int((await repository._run("pid", "SELECT pg_backend_pid()", {}))[0][0])
+async def _exec(pool: TasksPool, name: str, statement: LiteralString) -> list[dict[str, Any]]:
+    """One statement through the service's execution edge (deadline, errors, discard)."""
+    return await run_statement(pool, name, statement, {})
+
+
+async def _pid(pool: TasksPool) -> int:
+    return int((await _exec(pool, "pid", "SELECT pg_backend_pid() AS pid"))[0]["pid"])
 
 
 async def test_a_slow_statement_is_cancelled_at_its_deadline(
     repo: tuple[TaskRepository, TasksPool],
 ) -> None:
-    repository, _ = repo
+    _, pool = repo
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable):
-        await repository._run("sleep", "SELECT pg_sleep(5)", {})
+        await _exec(pool, "sleep", "SELECT pg_sleep(5)")
     assert time.monotonic() - started < POOL_TIMEOUT + STATEMENT_TIMEOUT
-    assert await _pid(repository)  # and the service goes on
+    assert await _pid(pool)  # and the service goes on
 
 
 async def test_the_client_deadline_holds_without_the_server_one(
     repo: tuple[TaskRepository, TasksPool],
 ) -> None:
     """As behind a pooler, where no server-side statement_timeout is set."""
-    repository, _ = repo
-    await repository._run("off", "SET statement_timeout = 0", {})
-    before = await _pid(repository)
+    _, pool = repo
+    await _exec(pool, "off", "SET statement_timeout = 0")
+    before = await _pid(pool)
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable):
-        await repository._run("sleep", "SELECT pg_sleep(5)", {})
+        await _exec(pool, "sleep", "SELECT pg_sleep(5)")
     assert time.monotonic() - started < POOL_TIMEOUT + STATEMENT_TIMEOUT
-    assert await _pid(repository) != before, "a connection cancelled at a deadline was reused"
+    assert await _pid(pool) != before, "a connection cancelled at a deadline was reused"
 
 
 @pytest.mark.parametrize(
@@ -75,19 +82,19 @@ async def test_prepared_statement_errors_are_unavailable_and_discard_the_connect
 ) -> None:
     """What a pooler mixing up prepared statements produces: never a bare 500, and the
     connection (whose prepared statements psycopg no longer knows) is not reused."""
-    repository, _ = repo
+    _, pool = repo
     if statement.startswith("PREPARE"):
-        await repository._run("prepare", statement, {})  # type: ignore[arg-type]
-    before = await _pid(repository)
+        await _exec(pool, "prepare", statement)  # type: ignore[arg-type]
+    before = await _pid(pool)
     with pytest.raises(DatabaseUnavailable):
-        await repository._run("bad", statement, {})  # type: ignore[arg-type]
-    assert await _pid(repository) != before
+        await _exec(pool, "bad", statement)  # type: ignore[arg-type]
+    assert await _pid(pool) != before
 
 
 async def test_a_terminated_connection_is_unavailable_for_a_write(
     repo: tuple[TaskRepository, TasksPool],
 ) -> None:
-    repository, _ = repo
+    _, pool = repo
     with pytest.raises(DatabaseUnavailable):
-        await repository._run("suicide", "SELECT pg_terminate_backend(pg_backend_pid())", {})
-    assert await _pid(repository)
+        await _exec(pool, "suicide", "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert await _pid(pool)

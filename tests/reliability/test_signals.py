@@ -186,7 +186,11 @@ def test_sigterm_drains_then_exits_zero(database_url: str, tmp_path: Path, worke
     assert len(created) >= 5
     assert len(_events(log, "drain_finished")) == workers
     assert len(_events(log, "service_stopped")) == workers  # lifespan shutdown: pool closed
-    assert _pool_connections(database_url) == 0
+    # The process has exited, so its sockets are closed; the server may take a moment to end
+    # the backends it sees closed (a race seen under load), never longer than that.
+    wait_until(
+        lambda: _pool_connections(database_url) == 0, timeout=5, what="no tasks-api backends"
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers-2"])
