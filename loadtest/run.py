@@ -85,7 +85,7 @@ def _one_run(args: argparse.Namespace, out: Path) -> dict[str, Any] | int:
         )
         rows, total, cpu = run_locust(host, secret, prefix, shape, out, server_pid, database_url)
     summary = summarize(rows, total, shape, args.profile, out, cpu)
-    print_table(rows, total, summary["verdicts"])
+    print_table(rows, total, summary["verdicts"], judged=args.profile)
     _, whole = parse_stats(out / "locust_stats.csv")
     summary["locust_whole"] = asdict(whole)
     print(
