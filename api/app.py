@@ -43,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             connect_timeout=settings.db_connect_timeout,
             prepared_statements=settings.db_prepared_statements,
             statement_timeout=settings.db_statement_timeout,
+            pool_connections=settings.db_pool_max,
         )
     pool = build_pool(
         settings.database_url,

@@ -115,8 +115,12 @@ def resolve_settings(*, start_embedded: bool = True) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings, *, apply_migrations: bool = True) -> list[int]:
-    """Wait for the database (DB_STARTUP_TIMEOUT) and migrate; exits 2/1 on failure."""
+def _prepare(
+    settings: Settings, *, apply_migrations: bool = True, pool_connections: int | None = None
+) -> list[int]:
+    """Wait for the database (DB_STARTUP_TIMEOUT) and migrate; exits 2/1 on failure.
+    `pool_connections`: what every worker's pool together may open (checked against the
+    server's max_connections on a direct connection)."""
     assert settings.database_url is not None
     try:
         return asyncio.run(
@@ -127,6 +131,7 @@ def _prepare(settings: Settings, *, apply_migrations: bool = True) -> list[int]:
                 prepared_statements=settings.db_prepared_statements,
                 statement_timeout=settings.db_statement_timeout,
                 apply_migrations=apply_migrations,
+                pool_connections=pool_connections,
             )
         )
     except DatabaseConfigError as exc:
@@ -167,7 +172,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
     migrate_here = settings.migrate_on_start and not args.no_migrate
     # Once for the whole process tree: the workers' lifespans neither wait nor migrate.
-    _prepare(settings, apply_migrations=migrate_here)
+    _prepare(
+        settings,
+        apply_migrations=migrate_here,
+        pool_connections=settings.db_pool_max * max(args.workers, 1),
+    )
     if not migrate_here:
         log.info("migrations_skipped", reason="--no-migrate or MIGRATE_ON_START=false")
     # Workers (and the reloader) build their own app from the environment: hand them what

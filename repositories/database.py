@@ -18,6 +18,7 @@ from repositories.pool import (
     connection_kwargs,
     probe_route,
 )
+from repositories.service import SERVICE_Q
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,7 @@ async def prepare_database(
     prepared_statements: PreparedMode = "auto",
     statement_timeout: float = 5.0,
     apply_migrations: bool = True,
+    pool_connections: int | None = None,
 ) -> list[int]:
     """Retry until the database answers (within `startup_timeout`), apply migrations (unless
     `apply_migrations` is False: `serve --no-migrate`), and check the route to the server;
@@ -66,7 +68,12 @@ async def prepare_database(
     Raises DatabaseConfigError when waiting cannot help: bad credentials or certificate, or
     `DB_PREPARED_STATEMENTS=on` over a connection the server does not confirm is direct (a
     transaction pooler would run one request's prepared statement for another: contract,
-    "Database faults"). Raises DatabaseUnavailable after `startup_timeout` seconds.
+    "Database faults"), or, on a direct connection, `pool_connections` (DB_POOL_MAX times the
+    workers) above the connections the server allows a client (max_connections less the
+    reserved slots): such a pool could never fill, and would fail requests at peak instead
+    of at start-up (issue: "pool sizes against max_connections"). Behind a pooler the
+    server's limit is not the pooler's, so nothing is checked there. Raises
+    DatabaseUnavailable after `startup_timeout` seconds.
     """
     deadline = time.monotonic() + startup_timeout
     delay = 0.25
@@ -78,7 +85,7 @@ async def prepare_database(
             if apply_migrations:
                 applied = await migrate(conninfo, connect_timeout=connect_timeout)
                 log.info("schema_checked", applied=applied)  # once per deploy, not per worker
-            route = await check_route(
+            route, slots = await check_route(
                 conninfo, connect_timeout=connect_timeout, statement_timeout=statement_timeout
             )
         except MigrationError:
@@ -114,17 +121,34 @@ async def prepare_database(
                 "statement can run for another request; set DB_PREPARED_STATEMENTS=auto "
                 "(prepares only where the connection is direct) or off"
             )
+        if pool_connections is not None and slots is not None and pool_connections > slots:
+            raise DatabaseConfigError(
+                f"DB_POOL_MAX (x workers) asks for {pool_connections} connections, but the "
+                f"server allows {slots} (max_connections less its reserved slots): lower "
+                "DB_POOL_MAX or the workers, or raise max_connections"
+            )
         return applied
 
 
-async def check_route(conninfo: str, *, connect_timeout: int, statement_timeout: float) -> Route:
-    """Whether a connection made like the pool's reaches PostgreSQL with no pooler between."""
+async def check_route(
+    conninfo: str, *, connect_timeout: int, statement_timeout: float
+) -> tuple[Route, int | None]:
+    """Whether a connection made like the pool's reaches PostgreSQL with no pooler between,
+    and, when it does, how many connections the server allows a non-superuser client
+    (max_connections less superuser_reserved_connections and, on PostgreSQL 16+,
+    reserved_connections); None behind a pooler."""
     kwargs = connection_kwargs(
         prepare_threshold=None, connect_timeout=connect_timeout, statement_timeout=statement_timeout
     )
     conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
     try:
-        return await probe_route(conn, within=statement_timeout)
+        route = await probe_route(conn, within=statement_timeout)
+        if not route.direct:
+            return route, None
+        async with asyncio.timeout(statement_timeout):
+            cur = await conn.execute(SERVICE_Q["connection_slots"])
+            row = await cur.fetchone()
+        return route, int(row[0]) if row else None
     finally:
         await conn.close()
 

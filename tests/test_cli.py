@@ -9,9 +9,11 @@ from pathlib import Path
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
 from repositories.migrations import discover
+from repositories.service import SERVICE_Q
 from tests.support import ROOT, SECRET, free_port, stop_process, wait_http
 
 _CONFIG_VARS = (
@@ -202,3 +204,37 @@ def test_the_embedded_dev_secret_is_long_enough_and_a_short_one_is_refused(
     (tmp_path / ".data" / "dev-secret").write_text("short")
     line = _one_config_line(_cli(tmp_path, "token", "alice"))
     assert "BETTER_AUTH_SECRET" in line and "RFC 7518" in line, line
+
+
+# --- a pool the server could never fill (issue 17: settings valid in form but unsafe) --------
+
+
+def _connection_slots(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(SERVICE_Q["connection_slots"]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pool_larger_than_the_server_allows_refuses_to_start(
+    tmp_path: Path, database_url: str, workers: int
+) -> None:
+    """DB_POOL_MAX x workers above max_connections (less the reserved slots) on a direct
+    connection: exit 2 naming DB_POOL_MAX, not 500s once traffic peaks."""
+    pool_max = _connection_slots(database_url) // workers + 1
+    result = _cli(
+        tmp_path,
+        "serve",
+        "--port",
+        "1",
+        "--workers",
+        str(workers),
+        DATABASE_URL=database_url,
+        BETTER_AUTH_SECRET=SECRET,
+        DB_POOL_MAX=str(pool_max),
+        DB_STARTUP_TIMEOUT="10",
+    )
+    line = _one_config_line(result)
+    assert "DB_POOL_MAX" in line and "max_connections" in line, line
+    assert str(pool_max * workers) in line, line

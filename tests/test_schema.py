@@ -133,7 +133,7 @@ def test_sql_file_blocks_parse_into_single_statements() -> None:
         "set_task_completed",
         "delete_task",
     }
-    assert set(SERVICE_Q) == {"schema_version"}
+    assert set(SERVICE_Q) == {"schema_version", "connection_slots"}
     with pytest.raises(ValueError, match="exactly one statement"):
         parse_sql("-- name: two\nSELECT 1; SELECT 2;\n")
     for name, statement in (Q | SERVICE_Q).items():
