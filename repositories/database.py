@@ -40,10 +40,13 @@ _PERMANENT: Final = (
 
 
 class DatabaseConfigError(RuntimeError):
-    """The database refuses us for a reason that retrying cannot fix."""
+    """The database refuses us for a reason that retrying cannot fix (bad URL, credentials
+    or certificate; DB_PREPARED_STATEMENTS=on without a direct route). The CLI exits 2."""
 
 
 def is_permanent(exc: BaseException) -> bool:
+    """Whether waiting cannot cure `exc`: a psycopg.ProgrammingError (e.g. a malformed URL),
+    or a message naming a bad URL, credential, role, database or certificate."""
     if isinstance(exc, psycopg.ProgrammingError):
         return True
     message = str(exc).lower()
@@ -118,7 +121,12 @@ async def prepare_database(
 
 
 async def check_route(conninfo: str, *, connect_timeout: int, statement_timeout: float) -> Route:
-    """Whether a connection made like the pool's reaches PostgreSQL with no pooler between."""
+    """Whether a connection made like the pool's reaches PostgreSQL with no pooler between.
+
+    Returns the `Route` (`direct`, and the `reason` for the log). `connect_timeout` is whole
+    seconds (libpq), `statement_timeout` seconds for the probe. Raises psycopg.Error when the
+    connection fails and StatementTimeout when the probe does not answer in time.
+    """
     kwargs = connection_kwargs(
         prepare_threshold=None, connect_timeout=connect_timeout, statement_timeout=statement_timeout
     )
@@ -130,5 +138,6 @@ async def check_route(conninfo: str, *, connect_timeout: int, statement_timeout:
 
 
 def _first_line(exc: BaseException) -> str:
+    # libpq's messages run over several lines (DETAIL, HINT); a start-up failure is one line.
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
