@@ -38,8 +38,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     answers 503 "Starting up" until they exist. With MIGRATE_ON_START it first waits for the
     database and migrates (`prepare_database`). With DB_POOL_MIN > 0 the pool's first
     connections are waited for, at most max(DB_STARTUP_TIMEOUT, 1) seconds. The JWKS is
-    fetched in the background: a slow JWKS never delays start (contract, "Running many
-    instances": one deadline per outside call).
+    fetched in the background, so a slow or absent JWKS never delays start (contract,
+    "Authentication and ownership": the service stays up when the JWKS cannot be fetched).
 
     Raises what `prepare_database` raises (DatabaseConfigError, DatabaseUnavailable,
     MigrationError) and psycopg_pool.PoolTimeout when the pool cannot open in time; uvicorn
