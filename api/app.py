@@ -31,6 +31,20 @@ log = structlog.get_logger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open what requests need, yield while serving, close it all on shutdown.
+
+    Takes the app built by `create_app` (`app.state.settings` and `.verifier` set). Sets
+    `app.state.pool` (a `TasksPool`) and `app.state.tasks` (a `TaskRepository`); `/ready`
+    answers 503 "Starting up" until they exist. With MIGRATE_ON_START it first waits for the
+    database and migrates (`prepare_database`). With DB_POOL_MIN > 0 the pool's first
+    connections are waited for, at most max(DB_STARTUP_TIMEOUT, 1) seconds. The JWKS is
+    fetched in the background, so a slow or absent JWKS never delays start (contract,
+    "Authentication and ownership": the service stays up when the JWKS cannot be fetched).
+
+    Raises what `prepare_database` raises (DatabaseConfigError, DatabaseUnavailable,
+    MigrationError) and psycopg_pool.PoolTimeout when the pool cannot open in time; uvicorn
+    then reports a failed start-up.
+    """
     settings: Settings = app.state.settings
     assert settings.database_url is not None, "resolved by the CLI or the caller"
     if settings.migrate_on_start:
@@ -82,6 +96,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Tasks API as an ASGI app; `settings` default to the environment's (`get_settings`).
+
+    Builds the token verifier (HS256/384/512 with BETTER_AUTH_SECRET, and/or the JWKS), the
+    routes, the error handlers and the middleware stack; opens nothing (that is `lifespan`).
+    Also uvicorn's factory (`api.app:create_app`, `--factory`) in every worker.
+
+    Raises ConfigError when no token could ever verify or the secret is shorter than
+    RFC 7518 §3.2 allows (`check_auth_configured`), and when the environment is invalid.
+    """
     settings = settings or get_settings()
     check_auth_configured(settings)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)

@@ -168,6 +168,13 @@ def uvicorn_config(args: argparse.Namespace, settings: Settings) -> uvicorn.Conf
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    """`tasks-api serve`: wait for the database and migrate once for every worker, then run
+    uvicorn with the drain (`api.lifecycle.serve`) and exit 0 when it stops.
+
+    Exits 2 on a configuration error (the database's refusal included), 1 when the database
+    stays unreachable for DB_STARTUP_TIMEOUT seconds or a migration fails, 3 when the server
+    fails to start (without `--workers`/`--reload`: uvicorn's STARTUP_FAILURE).
+    """
     settings = resolve_settings()
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format.value)
     migrate_here = settings.migrate_on_start and not args.no_migrate
@@ -203,6 +210,10 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
+    """`tasks-api token SUB`: print an HS256 JWT signed with BETTER_AUTH_SECRET (contract,
+    "Command line"), valid `--ttl` seconds from now, with JWT_ISSUER/JWT_AUDIENCE as
+    `iss`/`aud` when set. Never starts the embedded database; with no database URL it signs
+    with the generated development secret. Exits 2 when there is no secret to sign with."""
     settings = resolve_settings(start_embedded=False)
     if settings.better_auth_secret is None:
         _fail("invalid configuration: BETTER_AUTH_SECRET is required to sign a token")
@@ -220,6 +231,8 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of contract, "Command line" (plus `--graceful-timeout` and
+    `--no-migrate`); HOST, PORT and WEB_CONCURRENCY give the defaults of `serve`."""
     parser = argparse.ArgumentParser(prog="tasks-api", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -34,6 +34,8 @@ _MAX_VERSION: Final = 2**63 - 1
 
 
 def _tag(version: int, *scope: object) -> str:
+    # NUL cannot occur in a user id or a query value, so two different scopes never join
+    # into the same string.
     digest = hashlib.blake2b(
         "\x00".join(map(str, (REPRESENTATION, version, *scope))).encode(), digest_size=8
     ).hexdigest()
@@ -122,6 +124,11 @@ async def if_none_match(
         ),
     ] = None,
 ) -> TagList | None:
+    """The parsed If-None-Match field (`parse_tags`), or None without it; never raises.
+
+    The field is read from `request` rather than `_header`, which holds only the first of several
+    lines; `_header` is there for the OpenAPI document.
+    """
     return parse_tags(request.headers.getlist("if-none-match"))
 
 
@@ -136,6 +143,9 @@ async def if_match(
         ),
     ] = None,
 ) -> TagList | None:
+    """The parsed If-Match field (`parse_tags`), or None without it; never raises (a
+    malformed field lists no tag, so the write answers 412). Read from `request` for the
+    same reason as `if_none_match`."""
     return parse_tags(request.headers.getlist("if-match"))
 
 

@@ -15,6 +15,7 @@ _received: list[int] = []
 
 
 def _remember(signum: int, frame: FrameType | None) -> None:
+    # Only record: raising here could interrupt an import halfway and leave a broken module.
     _received.append(signum)
 
 

@@ -110,6 +110,13 @@ class DrainingServer(uvicorn.Server):
         self.first_signal: int | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's handler for SIGTERM/SIGINT (`sig`), replaced to drain first.
+
+        Before start-up completed: exit 0 at once. First signal: begin the drain (`/ready`
+        503) and end it after `drain_seconds`. The same signal again: force (in-flight
+        requests cancelled). Another signal during the drain is ignored (module doc).
+        Returns None; on the first branch it never returns (`os._exit`).
+        """
         # Not calling super(): uvicorn would record the signal and re-raise it after the
         # shutdown, ending the process as killed by it (status 143) instead of 0.
         name = signal.Signals(sig).name
@@ -132,6 +139,8 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, then, when forced, the lifespan shutdown (the pool's close),
+        bounded by FORCED_CLOSE_SECONDS; a close that takes longer is abandoned silently."""
         await super().shutdown(sockets)
         if self.force_exit:
             # uvicorn skips the lifespan shutdown when forced; asyncio.run would then cancel
@@ -142,6 +151,8 @@ class DrainingServer(uvicorn.Server):
                     await self.lifespan.shutdown()
 
     async def on_tick(self, counter: int) -> bool:
+        """uvicorn's main-loop tick (every 0.1 s): ends the drain once its deadline passed.
+        Returns uvicorn's own answer (True: stop the main loop)."""
         if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
             self.drain_deadline = None
             log.info("drain_finished", drain_seconds=self.drain_seconds)
@@ -150,6 +161,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def _flush_and_exit(status: int) -> None:
+    # os._exit skips Python's buffered-stream flush: the last log lines would be lost.
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -183,11 +195,14 @@ class DrainingProcess(multiprocess.Process):
         super().__init__(config, sockets)
 
     def target(self, sockets: list[Any] | None = None) -> None:
+        """The worker's main (in the spawned process): serve, then `exit_now(0)`; never
+        returns once the server ran."""
         super().target(sockets)
         exit_now(0)  # the lifespan has closed the pool
 
     @property
     def server(self) -> uvicorn.Server:
+        """This worker's `DrainingServer`, built on first use (in the spawned process)."""
         if self._server is None:
             self._server = DrainingServer(self.config, drain_seconds=self.drain_seconds)
         return self._server
@@ -201,6 +216,8 @@ class DrainingSupervisor(multiprocess.Multiprocess):
     """
 
     def join_all(self) -> None:
+        """Wait for every worker to end, forwarding each queued SIGTERM/SIGINT to the live
+        ones (polled every 0.05 s per worker), so that the second signal forces them too."""
         while any(p.process.is_alive() for p in self.processes):
             for sig in tuple(self.signal_queue):
                 self.signal_queue.remove(sig)

@@ -43,12 +43,20 @@ def check_secret_length(secret: str) -> None:
 
 
 class PreparedStatements(StrEnum):
+    """DB_PREPARED_STATEMENTS (contract, "Configuration" and "Database faults").
+
+    `auto`: prepare only on a connection the server confirms is direct (repositories/pool.py,
+    `probe_route`); `on`: the same, but refuse to start (exit 2) when it is not; `off`: never.
+    """
+
     AUTO = "auto"
     ON = "on"
     OFF = "off"
 
 
 class LogFormat(StrEnum):
+    """LOG_FORMAT: one JSON object per line, or structlog's console renderer."""
+
     JSON = "json"
     CONSOLE = "console"
 
@@ -65,6 +73,17 @@ _UNSAFE_ABOVE: Final[dict[str, tuple[int, str]]] = {
 
 
 class Settings(BaseSettings):
+    """Every setting of the service, read once from the environment and `.env`.
+
+    Field `x` is the variable `X` (case-insensitive); NEON_DB_URL wins over its alias
+    DATABASE_URL. Names, meanings and defaults: contract, "Configuration". Units are in the
+    names (`_seconds`, `_bytes`); `db_pool_timeout`, `db_startup_timeout`,
+    `db_statement_timeout` and `jwks_fetch_timeout` are seconds too, `db_connect_timeout`
+    whole seconds (libpq's connect_timeout). Constructing one raises
+    pydantic.ValidationError for any invalid value; `load_settings` turns that into the
+    one-line ConfigError.
+    """
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
@@ -125,6 +144,8 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
+        # CORS_ORIGINS is comma-separated (contract), not the JSON list pydantic-settings
+        # expects of a list field (hence NoDecode above).
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -177,6 +198,8 @@ class Settings(BaseSettings):
 
     @property
     def jwks_url(self) -> str | None:
+        """The JWKS to trust: BETTER_AUTH_JWKS_URL, else BETTER_AUTH_URL + `/api/auth/jwks`
+        (where Better Auth's jwt plugin serves it; contract, "Configuration"), else None."""
         if self.better_auth_jwks_url:
             return self.better_auth_jwks_url
         if self.better_auth_url:
@@ -196,6 +219,8 @@ class Settings(BaseSettings):
 
     @property
     def effective_log_format(self) -> LogFormat:
+        """LOG_FORMAT, or `console` when stdout is a terminal and `json` otherwise (contract,
+        "Configuration")."""
         if self.log_format is not None:
             return self.log_format
         return LogFormat.CONSOLE if sys.stdout.isatty() else LogFormat.JSON
@@ -206,6 +231,11 @@ class ConfigError(Exception):
 
 
 def load_settings() -> Settings:
+    """Settings from the environment and `.env`, read now (not cached).
+
+    Raises ConfigError with one line naming the first invalid variable (contract,
+    "Configuration": a misconfiguration stops start-up with one clear line, exit 2).
+    """
     from pydantic import ValidationError
 
     try:
@@ -224,6 +254,7 @@ def load_settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """`load_settings()` once per process (the app's default); raises its ConfigError."""
     return load_settings()
 
 

@@ -41,10 +41,13 @@ _PERMANENT: Final = (
 
 
 class DatabaseConfigError(RuntimeError):
-    """The database refuses us for a reason that retrying cannot fix."""
+    """The database refuses us for a reason that retrying cannot fix (bad URL, credentials
+    or certificate; DB_PREPARED_STATEMENTS=on without a direct route). The CLI exits 2."""
 
 
 def is_permanent(exc: BaseException) -> bool:
+    """Whether waiting cannot cure `exc`: a psycopg.ProgrammingError (e.g. a malformed URL),
+    or a message naming a bad URL, credential, role, database or certificate."""
     if isinstance(exc, psycopg.ProgrammingError):
         return True
     message = str(exc).lower()
@@ -90,7 +93,7 @@ async def prepare_database(
             )
         except MigrationError:
             raise
-        except (psycopg.Error, StatementTimeout) as exc:
+        except (psycopg.Error, StatementTimeout, TimeoutError) as exc:
             if is_permanent(exc):
                 raise DatabaseConfigError(_first_line(exc)) from exc
             remaining = deadline - time.monotonic()
@@ -134,9 +137,14 @@ async def check_route(
     conninfo: str, *, connect_timeout: int, statement_timeout: float
 ) -> tuple[Route, int | None]:
     """Whether a connection made like the pool's reaches PostgreSQL with no pooler between,
-    and, when it does, how many connections the server allows a non-superuser client
-    (max_connections less superuser_reserved_connections and, on PostgreSQL 16+,
-    reserved_connections); None behind a pooler."""
+    and, when it does, how many connections the server allows a non-superuser client.
+
+    Returns (`Route` (`direct`, and the `reason` for the log), the slots: max_connections
+    less superuser_reserved_connections and, on PostgreSQL 16+, reserved_connections; None
+    behind a pooler). `connect_timeout` is whole seconds (libpq), `statement_timeout` seconds
+    for each probe statement. Raises psycopg.Error when the connection fails and
+    StatementTimeout (or TimeoutError) when the probe does not answer in time.
+    """
     kwargs = connection_kwargs(
         prepare_threshold=None, connect_timeout=connect_timeout, statement_timeout=statement_timeout
     )
@@ -154,5 +162,6 @@ async def check_route(
 
 
 def _first_line(exc: BaseException) -> str:
+    # libpq's messages run over several lines (DETAIL, HINT); a start-up failure is one line.
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

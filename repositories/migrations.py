@@ -24,17 +24,26 @@ _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
 @dataclass(frozen=True)
 class Migration:
+    """One file `NNNN_name.sql` of `sql/migrations`: its version (NNNN), name and SQL text."""
+
     version: int
     name: str
     sql: str
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the SQL text (UTF-8), 64 hex digits: recorded when applied, compared
+        whenever migrations run, so that an edited applied migration is refused
+        (MigrationError)."""
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
 def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
-    """The migrations in `directory` (a Path or package data), ordered by version."""
+    """The migrations in `directory` (a Path or package data), ordered by version.
+
+    Raises MigrationError for a `.sql` file whose name is not `NNNN_name.sql` and for two
+    files with the same version.
+    """
     found: list[Migration] = []
     files = [p for p in directory.iterdir() if p.name.endswith(".sql")]
     for path in sorted(files, key=lambda p: p.name):
@@ -51,6 +60,8 @@ def discover(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def latest_version(directory: Traversable = MIGRATIONS_DIR) -> int:
+    """The newest migration's version (0 when there is none): what `/ready` expects the
+    database to have applied. Raises MigrationError as `discover` does."""
     migrations = discover(directory)
     return migrations[-1].version if migrations else 0
 
@@ -73,7 +84,12 @@ async def migrate(
     Each migration runs in its own transaction, which first takes a transaction-level
     advisory lock and re-reads what is applied: concurrent instances serialise, and it stays
     correct through PgBouncer in transaction mode, where a session-level lock would not.
-    Prepared statements are off for the same reason.
+    Prepared statements are off for the same reason. `kwargs` go to psycopg's connect (e.g.
+    `connect_timeout`, whole seconds).
+
+    Raises MigrationError when an applied migration's file was edited since (its checksum),
+    psycopg.Error when the database fails or a migration's SQL does (that migration is rolled
+    back; the ones before it stay applied).
     """
     migrations = discover(directory)
     applied_now: list[int] = []
@@ -104,6 +120,8 @@ async def migrate(
 
 
 def _check_checksums(migrations: list[Migration], applied: dict[int, str]) -> None:
+    # An applied migration that changed means this database and a fresh one would differ;
+    # only a new migration can change a schema that already exists somewhere.
     for migration in migrations:
         if migration.version in applied and applied[migration.version] != migration.checksum:
             raise MigrationError(

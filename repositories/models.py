@@ -22,12 +22,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+# Contract, "Endpoints": lengths in Unicode code points (Python's len of a str).
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
 _ALLOWED_CONTROLS = {"\t", "\n"}
 
 
 def _check_text(value: str, *, field: str) -> str:
+    # Cc covers NUL, the other C0 controls, DEL and C1 (contract: control characters but tab
+    # and newline are 422); Cs is a lone surrogate, which JSON's \ud800 escapes can carry
+    # and which no UTF-8 column can store.
     for ch in value:
         if ch in _ALLOWED_CONTROLS:
             continue
@@ -40,6 +44,12 @@ def _check_text(value: str, *, field: str) -> str:
 
 
 def clean_title(value: str) -> str:
+    """The title with leading and trailing white space stripped (contract, "Endpoints").
+
+    Raises ValueError (a 422 through pydantic) when the result is empty, longer than
+    TITLE_MAX code points, or holds a control character other than tab and newline or a
+    lone surrogate.
+    """
     value = _check_text(value.strip(), field="title")
     if len(value) < 1:
         raise ValueError("title must not be empty or only white space")
@@ -49,6 +59,9 @@ def clean_title(value: str) -> str:
 
 
 def clean_description(value: str) -> str:
+    """The description unchanged (white space kept). Raises ValueError (a 422) when it is
+    longer than DESCRIPTION_MAX code points or holds a control character other than tab and
+    newline or a lone surrogate (contract, "Endpoints")."""
     value = _check_text(value, field="description")
     if len(value) > DESCRIPTION_MAX:
         raise ValueError(f"description must be at most {DESCRIPTION_MAX} characters")
@@ -76,6 +89,9 @@ class User(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
+    """A user's task, the `tasks` table. `sql/migrations` makes the schema; this class
+    mirrors it, and tests/test_schema.py compares the two."""
+
     __tablename__ = "tasks"
     __table_args__ = (
         # Leads with user_id: every list variant is a range scan of one user's rows.
@@ -142,6 +158,7 @@ class IdempotencyKey(SQLModel, table=True):
 
 
 def _title_not_null(value: Any) -> Any:
+    # Contract, "Endpoints": PUT `title: null` is 422, while an omitted title is unchanged.
     if value is None:
         raise ValueError("title cannot be null")
     return value
@@ -177,6 +194,13 @@ class TaskComplete(SQLModel):
     completed: StrictBool
 
 
+# The response schemas below carry comments, not docstrings: pydantic publishes a class's
+# docstring as its JSON Schema description, which would change /openapi.json and, through
+# api.conditional.REPRESENTATION, every ETag.
+
+
+# A task as the API returns it (contract, "Endpoints"); timestamps as ISO 8601 in UTC with
+# an offset (`_utc`), whatever the session's time zone.
 class TaskPublic(SQLModel):
     id: int
     user_id: str
@@ -191,19 +215,23 @@ class TaskPublic(SQLModel):
         return value.astimezone(UTC).isoformat()
 
 
+# Every error body (contract, "Errors"): {"status_code": int, "detail": str}.
 class ErrorResponse(SQLModel):
     status_code: int
     detail: str
 
 
+# One problem of a 422: where (e.g. ["body", "title"]), the message, pydantic's type.
 class ValidationErrorItem(SQLModel):
     loc: list[str | int]
     msg: str
     type: str
 
 
+# The 422 body: the error shape plus `errors` (contract, "Errors").
 class ValidationErrorResponse(ErrorResponse):
     errors: list[ValidationErrorItem]
 
 
+# TaskPublic's fields: the columns `repositories.tasks._task` reads, by name, from a row.
 TASK_COLUMNS = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at")

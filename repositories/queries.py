@@ -25,7 +25,11 @@ _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE
 
 
 def parse_sql(text: LiteralString) -> dict[str, LiteralString]:
-    """Split a file into `-- name: x` blocks; each block (comments dropped) is one statement."""
+    """Split a file into `-- name: x` blocks; each block (comments dropped) is one statement.
+
+    Returns {name: statement text without its final `;`}. Raises ValueError for a block that
+    is empty or holds more than one statement, and for a name defined twice.
+    """
     blocks: dict[str, LiteralString] = {}
     matches = list(_NAME.finditer(text))
     for index, match in enumerate(matches):
@@ -45,6 +49,8 @@ def parse_sql(text: LiteralString) -> dict[str, LiteralString]:
 
 
 def load(name: str) -> dict[str, LiteralString]:
+    """The named statements of `sql/<name>` (`parse_sql`); raises OSError when the file is
+    missing and ValueError when it does not parse."""
     return parse_sql((SQL_DIR / name).read_text(encoding="utf-8"))
 
 
@@ -73,6 +79,7 @@ ORDERINGS: Final[dict[tuple[str, str], tuple[LiteralString, LiteralString]]] = {
 
 
 def _compose(template: LiteralString, status: str, sort: str, order: str) -> LiteralString:
+    # Keyed lookups only: a value outside the whitelists is a KeyError, never SQL text.
     order_sql, page_order_sql = ORDERINGS[(sort, order)]
     composed = sql.SQL(template).format(
         status=sql.SQL(STATUS_FILTERS[status]),

@@ -13,6 +13,7 @@ from observability.metrics import observe_sql
 from repositories.errors import DatabaseUnavailable
 from repositories.pool import CONNECTION_FAILURES, StatementTimeout, TasksPool
 
+#: One result row, by column name (psycopg's dict_row): immune to a reordered SELECT.
 Row = dict[str, Any]
 
 

@@ -123,6 +123,9 @@ class TaskRepository:
         )
 
     async def create_task(self, new: NewTask) -> VersionedTask:
+        """Insert the task, and the owner's users row on its first write (contract,
+        "Authentication and ownership"); the new task at version 1. Never retried (a write);
+        raises DatabaseUnavailable."""
         rows = await self._run("create_task", asdict(new))
         return _versioned(rows[0])
 
@@ -133,7 +136,8 @@ class TaskRepository:
         idempotency-key draft); a repeat gets the stored response.
 
         Raises IdempotencyKeyInFlight while a request with the key runs (on any instance),
-        IdempotencyKeyReused when the key's stored `fingerprint` is another one.
+        IdempotencyKeyReused when the key's stored `fingerprint` is another one,
+        DatabaseUnavailable. `fingerprint`: the request's SHA-256 (api.conditional).
         """
         params = {**asdict(new), "key": key, "fingerprint": fingerprint}
         rows = await self._run("create_task_idempotent", params)
@@ -146,6 +150,8 @@ class TaskRepository:
         return IdempotentCreate(TaskPublic.model_validate(row["response"]), 1, row["created"])
 
     async def get_task(self, *, user_id: str, task_id: int) -> VersionedTask:
+        """Task `task_id` of `user_id` and its version. Raises TaskNotFound (missing or
+        another user's), DatabaseUnavailable; retried once on a broken connection (a read)."""
         rows = await self._run("get_task", {"user_id": user_id, "task_id": task_id}, retry=True)
         return _versioned(_one(rows, task_id))
 
@@ -163,7 +169,8 @@ class TaskRepository:
         """The user's tasks, and the filter's total when a page (`limit`) was asked for.
 
         When the list's version is in `known_versions` (from If-None-Match) the tasks are not
-        read and `items` is None.
+        read and `items` is None. `limit` None: every task; `offset` skips that many first.
+        Raises DatabaseUnavailable; retried once on a broken connection (a read).
         """
         paged = limit is not None or offset > 0
         query = LIST_STATEMENTS[(status, sort, order, paged)]
@@ -189,8 +196,12 @@ class TaskRepository:
         changes: dict[str, str | None],
         if_match: Sequence[int] | None = None,
     ) -> VersionedTask:
-        """Apply `changes` (only `title` and/or `description`); a no-op leaves updated_at and
-        the version alone."""
+        """Apply `changes` (only `title` and/or `description`; a None description clears it);
+        a no-op leaves updated_at and the version alone (contract, "Endpoints").
+
+        Returns the task as it now is. Raises TaskNotFound, PreconditionFailed (If-Match not
+        met, nothing written), DatabaseUnavailable.
+        """
         rows = await self._run(
             "update_task",
             _one_task(
@@ -208,6 +219,9 @@ class TaskRepository:
     async def toggle_task(
         self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
     ) -> VersionedTask:
+        """Flip `completed` in one UPDATE, so concurrent toggles are never lost (contract,
+        "Endpoints"); the task as it now is. Raises TaskNotFound, PreconditionFailed,
+        DatabaseUnavailable."""
         rows = await self._run("toggle_task", _one_task(user_id, task_id, if_match))
         return _versioned(_written(rows, task_id))
 
@@ -219,6 +233,9 @@ class TaskRepository:
         completed: bool,
         if_match: Sequence[int] | None = None,
     ) -> VersionedTask:
+        """Set `completed`; idempotent: updated_at and the version move only when the state
+        changes (contract, "Endpoints"). Raises TaskNotFound, PreconditionFailed,
+        DatabaseUnavailable."""
         rows = await self._run(
             "set_task_completed", _one_task(user_id, task_id, if_match, completed=completed)
         )
@@ -227,6 +244,8 @@ class TaskRepository:
     async def delete_task(
         self, *, user_id: str, task_id: int, if_match: Sequence[int] | None = None
     ) -> None:
+        """Delete the task. Raises TaskNotFound (also for a second DELETE), PreconditionFailed,
+        DatabaseUnavailable."""
         rows = await self._run("delete_task", _one_task(user_id, task_id, if_match))
         _written(rows, task_id)
 

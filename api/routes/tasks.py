@@ -36,6 +36,8 @@ from repositories.tasks import NewTask, TaskList, VersionedTask
 
 
 def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for `codes`: 404, 422 and 304 worded for these routes, any other
+    from `api.errors.ERROR_RESPONSES` (KeyError for a code it does not have)."""
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         if code == 404:
@@ -82,6 +84,9 @@ _CONDITIONAL_WRITE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     **_documented(400, 404, 412, 422),
 }
 
+# The route functions carry their notes as comments, not docstrings: FastAPI publishes an
+# endpoint's docstring as its OpenAPI description, and what clients read is the decorators'
+# summary and responses (contract, "Service endpoints": `/openapi.json`).
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
@@ -99,11 +104,15 @@ def _not_modified(etag: str) -> Response:
 
 
 def _tagged(response: Response, versioned: VersionedTask) -> TaskPublic:
+    """Set the task's ETag on `response` and return the task (contract: every 200 task and
+    every PUT/PATCH/POST answer carries the task's current ETag)."""
     response.headers["ETag"] = task_etag(versioned.task.id, versioned.version)
     return versioned.task
 
 
 def _if_match_versions(condition: TagList | None, task_id: int) -> list[int] | None:
+    """The repository's `if_match`: None without If-Match or with `*`, else the listed
+    versions whose tag is exactly this task's (TagList.task_versions)."""
     return None if condition is None else condition.task_versions(task_id)
 
 
@@ -129,6 +138,14 @@ async def list_tasks(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> Response:
+    # `GET /api/{user_id}/tasks` (contract, "Endpoints"): 200, a JSON array of tasks (empty
+    # for none) ordered by `sort`/`order` with ties by id, filtered by `status`; `limit`
+    # (1-1000) and `offset` page it, and with `limit` `X-Total-Count` gives the filter's total.
+    #
+    # Carries the list's strong ETag and `Cache-Control: private, no-cache`; 304 without a
+    # body when an If-None-Match tag is current (RFC 9110 §13.1.2, weak comparison). Errors
+    # (401/403/422/500) come from the route class and api/errors.py; DatabaseUnavailable is
+    # 500 + Retry-After.
     representation = (status_, sort, order, limit, offset)
 
     async def read(known: list[int]) -> tuple[TaskList, str]:
@@ -189,6 +206,13 @@ async def create_task(
     response: Response,
     key: IdempotencyKey,
 ) -> TaskPublic:
+    # `POST /api/{user_id}/tasks`: 201, the task, `Location` and its ETag; the first write
+    # of a user also creates its users row (name and email from the token).
+    #
+    # With an Idempotency-Key (contract, "Conditional requests and safe retries"): a repeat
+    # with the same body within 24 hours returns the stored 201 and creates nothing; the
+    # repository raises IdempotencyKeyReused (422) for another body and IdempotencyKeyInFlight
+    # (409 + Retry-After) while the first request runs.
     new = NewTask(user.sub, body.title, body.description, name=user.name, email=user.email)
     if key is None:
         task = _tagged(response, await tasks.create_task(new))
@@ -214,6 +238,10 @@ async def get_task(
     response: Response,
     if_none_match: IfNoneMatch,
 ) -> Any:
+    # `GET /api/{user_id}/tasks/{task_id}`: 200, the task, its ETag and `Cache-Control:
+    # private, no-cache`; 304 without a body when an If-None-Match tag is current. Returns a
+    # TaskPublic, or the 304 Response. TaskNotFound (404) for a missing task or another
+    # user's (contract, "Endpoints").
     versioned = await tasks.get_task(user_id=user.sub, task_id=task_id)
     etag = task_etag(task_id, versioned.version)
     if if_none_match is not None and if_none_match.matches_weakly(etag):
@@ -237,6 +265,10 @@ async def update_task(
     response: Response,
     if_match: IfMatch,
 ) -> TaskPublic:
+    # `PUT /api/{user_id}/tasks/{task_id}`: 200, the task and its ETag. Only the fields
+    # present in the body change (`description: null` clears it); a change to nothing leaves
+    # `updated_at` and the ETag alone (contract, "Endpoints"). With If-Match, PreconditionFailed
+    # (412) unless a listed tag is current; TaskNotFound (404).
     changes = body.model_dump(include={"title", "description"}, exclude_unset=True)
     versioned = await tasks.update_task(
         user_id=user.sub,
@@ -262,6 +294,10 @@ async def complete_task(
     if_match: IfMatch,
     body: Annotated[TaskComplete | None, Body()] = None,
 ) -> TaskPublic:
+    # `PATCH /api/{user_id}/tasks/{task_id}/complete`: 200, the task and its ETag. Without
+    # a body, toggle atomically in one statement (concurrent toggles are never lost); with
+    # `{"completed": bool}`, set it, idempotently (contract, "Endpoints"). With If-Match,
+    # PreconditionFailed (412) unless a listed tag is current; TaskNotFound (404).
     versions = _if_match_versions(if_match, task_id)
     if body is None:
         versioned = await tasks.toggle_task(user_id=user.sub, task_id=task_id, if_match=versions)
@@ -283,6 +319,8 @@ async def complete_task(
 async def delete_task(
     user: CurrentUser, tasks: TasksDep, task_id: TaskId, if_match: IfMatch
 ) -> Response:
+    # `DELETE /api/{user_id}/tasks/{task_id}`: 204, empty body; a second DELETE is 404
+    # (TaskNotFound). With If-Match, PreconditionFailed (412) unless a listed tag is current.
     await tasks.delete_task(
         user_id=user.sub, task_id=task_id, if_match=_if_match_versions(if_match, task_id)
     )
