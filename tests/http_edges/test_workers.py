@@ -13,8 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http_edges.conftest import serve_env
-from tests.reliability.service import log_events
-from tests.support import running_service, wait_until
+from tests.support import read_json_log, running_service, wait_until
 
 POOL_MAX = 3
 
@@ -76,7 +75,7 @@ def test_pool_gauges_sum_the_live_workers_after_one_was_killed(
         wait_until(
             lambda: any(
                 e.get("event") == "service_ready" and e.get("pid") == newcomer
-                for e in log_events(log)
+                for e in read_json_log(log, strict=False)
             ),
             timeout=60,
             what="the new worker ready",
