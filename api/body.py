@@ -8,10 +8,12 @@ names) is 400; valid JSON of the wrong shape is 422; a body over `max_body_bytes
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +29,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (RFC 8259 §6)")
 
 
+def _finite(text: str) -> float:
+    """`parse_float` hook: a number beyond IEEE 754 double (1e400) is not I-JSON (RFC 7493
+    §2.2); Python's json would make it infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range for a JSON number (RFC 7493 §2.2)")
+    return value
+
+
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """`object_pairs_hook`: Python's json keeps the last of duplicate names, I-JSON refuses."""
     obj = dict(pairs)
@@ -38,12 +49,19 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads_strict(data: bytes | str) -> Any:
     """Parse I-JSON (RFC 7493): JSON without NaN/Infinity and without duplicate member names.
 
-    `data` is the body (UTF-8, or UTF-16/32 detected as `json.loads` does); returns the
-    value as `json.loads` would (dict, list, str, int, float, bool or None). Raises
-    `ValueError` (a `json.JSONDecodeError` for syntax) for anything else, which FastAPI
-    turns into its `json_invalid` validation error and `api/errors.py` into 400.
+    `data` is the body, which must be UTF-8 (RFC 7493 §2.1; `json.loads` would also guess
+    UTF-16/32); returns the value as `json.loads` would (dict, list, str, int, float, bool
+    or None). Raises `ValueError` (a `json.JSONDecodeError` for syntax, UnicodeDecodeError
+    for another encoding) for anything else, which FastAPI turns into its `json_invalid`
+    validation error and `api/errors.py` into 400.
     """
-    return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_members)
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return json.loads(
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_finite,
+        object_pairs_hook=_unique_members,
+    )
 
 
 class StrictJSONRequest(Request):
@@ -58,7 +76,7 @@ class StrictJSONRequest(Request):
             body = await self.body()
             try:
                 self._json = loads_strict(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
                 # FastAPI maps json.JSONDecodeError to its `json_invalid` error (our 400).
                 raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from exc
         return self._json
@@ -81,14 +99,44 @@ class JSONBodyRoute(HTTPRoute):
         """
         handler = super().get_route_handler()
 
+        body_required = self.body_field is not None and self.body_field.field_info.is_required()
+        takes_body = self.body_field is not None
+
         async def strict_json(request: Request) -> Response:
             scope = request.scope
             scope["headers"] = [
                 (k, _JSON_CONTENT_TYPE if k == b"content-type" else v) for k, v in scope["headers"]
             ]
-            return await handler(StrictJSONRequest(scope, request.receive))
+            strict = StrictJSONRequest(scope, request.receive)
+            if takes_body:
+                await _check_presence(strict, required=body_required)
+            return await handler(strict)
 
         return strict_json
+
+
+async def _check_presence(request: StrictJSONRequest, *, required: bool) -> None:
+    """An empty body is not JSON: 400 where a body is required (POST, PUT); where it is
+    optional (PATCH …/complete: no body toggles) only a missing body means "no body", and
+    JSON `null` is valid JSON of the wrong shape (422), never a toggle a retry would undo.
+
+    Raises RequestValidationError (`json_invalid`: 400; `model_type`: 422).
+    """
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "empty body", "input": ""}]
+            )
+        return
+    try:
+        value = await request.json()
+    except json.JSONDecodeError:
+        return  # FastAPI's handler parses again and answers its `json_invalid` (400)
+    if value is None:
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "Input should be an object"}]
+        )
 
 
 class BodyTooLarge(Exception):

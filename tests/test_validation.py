@@ -146,9 +146,12 @@ async def test_invalid_json_is_400_whatever_the_content_type(
 async def test_valid_json_of_the_wrong_shape_is_422(
     client: httpx.AsyncClient, user_id: str
 ) -> None:
-    for body in ([], "title", 42, None, [{"title": "x"}]):
+    for body in ([], "title", 42, [{"title": "x"}]):
         response = await _post(client, user_id, body)
         assert response.status_code == 422, body
+    # JSON null (httpx's json=None would send no body at all, which is 400: not JSON)
+    response = await client.post(f"/api/{user_id}/tasks", content=b"null", headers=auth(user_id))
+    assert response.status_code == 422, response.text
 
 
 async def test_body_over_64_kib_is_413(client: httpx.AsyncClient, user_id: str) -> None:
@@ -218,3 +221,50 @@ async def test_non_i_json_bodies_are_400_on_every_body_route(
     assert response.json() == {"status_code": 400, "detail": "Request body is not valid JSON"}
     after = await client.get(f"/api/{user_id}/tasks", headers=auth(user_id))
     assert after.json() == [task]  # nothing created, nothing changed
+
+
+# Found by the red team: bodies that are not JSON in ways Python's json module tolerates, and
+# the two "no body" look-alikes of PATCH …/complete.
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"title": "x", "n": 1e400}',  # beyond IEEE 754 double: Python makes it infinity
+        b'{"title": "x", "n": -1E+999}',
+        '{"title": "x"}'.encode("utf-16"),  # I-JSON is UTF-8 (RFC 7493 §2.1)
+        '{"title": "x"}'.encode("utf-16-le"),
+        b"",  # an empty body is not JSON
+        b"   ",
+    ],
+    ids=["1e400", "-1E+999", "utf-16 with BOM", "utf-16-le", "empty", "blank"],
+)
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_bodies_python_tolerates_but_json_does_not_are_400(
+    client: httpx.AsyncClient, user_id: str, method: str, raw: bytes
+) -> None:
+    task = (await _post(client, user_id, {"title": "before"})).json()
+    path = f"/api/{user_id}/tasks" + (f"/{task['id']}" if method == "PUT" else "")
+    response = await client.request(
+        method, path, content=raw, headers={**auth(user_id), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {"status_code": 400, "detail": "Request body is not valid JSON"}
+    after = await client.get(f"/api/{user_id}/tasks", headers=auth(user_id))
+    assert after.json() == [task]
+
+
+async def test_complete_with_a_json_null_body_is_422_not_a_toggle(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    """Only a missing body toggles; `null` is JSON of the wrong shape, so a retried request
+    can never flip the task back."""
+    task = (await _post(client, user_id, {"title": "t"})).json()
+    path = f"/api/{user_id}/tasks/{task['id']}/complete"
+    for _ in range(2):
+        response = await client.patch(
+            path, content=b"null", headers={**auth(user_id), "Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+    got = await client.get(f"/api/{user_id}/tasks/{task['id']}", headers=auth(user_id))
+    assert got.json()["completed"] is False
+    toggled = await client.patch(path, headers=auth(user_id))  # no body at all: toggles
+    assert toggled.status_code == 200 and toggled.json()["completed"] is True
