@@ -75,7 +75,7 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-def _valid_sub(value: object) -> str:
+def valid_sub(value: object) -> str:
     """The `sub` claim when it is a usable user id; raises AuthError("bad_sub") otherwise
     (contract: "a missing or non-string or empty `sub`: 401")."""
     if not isinstance(value, str) or value == "":
@@ -420,7 +420,7 @@ class TokenVerifier:
         except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError) as exc:
             raise AuthError("invalid") from exc
         return Principal(
-            sub=_valid_sub(claims.get("sub")),
+            sub=valid_sub(claims.get("sub")),
             name=_optional_text(claims.get("name")),
             email=_optional_text(claims.get("email")),
         )

@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -20,6 +21,7 @@ import jwt
 import structlog
 import uvicorn
 
+from api.auth import MAX_SUB_LENGTH, AuthError, valid_sub
 from api.lifecycle import StopRequested, exit_now, install_stop_handlers, serve
 from api.settings import ConfigError, Settings, check_auth_configured, load_settings
 from observability.logging import configure_logging
@@ -217,8 +219,15 @@ def cmd_token(args: argparse.Namespace) -> None:
     settings = resolve_settings(start_embedded=False)
     if settings.better_auth_secret is None:
         _fail("invalid configuration: BETTER_AUTH_SECRET is required to sign a token")
+    try:
+        sub = valid_sub(args.sub)  # the server's own rule: never print a token it refuses
+    except AuthError:
+        _fail(
+            f"invalid SUB: 1-{MAX_SUB_LENGTH} characters without control characters "
+            "(the server refuses any other sub with 401)"
+        )
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + args.ttl}
     if args.name:
         claims["name"] = args.name
     if args.email:
@@ -230,6 +239,37 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(jwt.encode(claims, settings.better_auth_secret.get_secret_value(), algorithm="HS256"))
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (PORT, WEB_CONCURRENCY and the flags are
+    checked like the settings: a value out of range exits 2 naming it, never runs)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of seconds in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value:g} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of contract, "Command line" (plus `--graceful-timeout` and
     `--no-migrate`); HOST, PORT and WEB_CONCURRENCY give the defaults of `serve`."""
@@ -238,12 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--port", type=_int_in(1, 65535), default=os.environ.get("PORT", "8000"))
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
+    serve.add_argument(
+        "--workers", type=_int_in(1, 512), default=os.environ.get("WEB_CONCURRENCY", "1")
+    )
     serve.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=_float_in(0.0, 3600.0),
         default=20.0,
         help="seconds to finish in-flight requests after the drain (default 20)",
     )
@@ -260,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print an HS256 token for development and tests")
     token.add_argument("sub", help="the user id (the token's sub)")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl", type=_int_in(1, 366 * 86400), default=3600, help="lifetime in seconds"
+    )
     token.add_argument("--name")
     token.add_argument("--email")
     token.set_defaults(func=cmd_token)

@@ -238,3 +238,38 @@ def test_a_pool_larger_than_the_server_allows_refuses_to_start(
     line = _one_config_line(result)
     assert "DB_POOL_MAX" in line and "max_connections" in line, line
     assert str(pool_max * workers) in line, line
+
+
+# --- command-line values out of range are refused, never silently changed (red team) --------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("serve", "--port", "70000"), {}, "--port"),  # was served on 70000 - 65536 = 4464
+        (("serve", "--port", "0"), {}, "--port"),
+        (("serve",), {"PORT": "abc"}, "--port"),  # was a traceback
+        (("serve", "--workers", "0"), {}, "--workers"),
+        (("serve", "--workers", "-1"), {}, "--workers"),
+        (("serve", "--graceful-timeout", "-1"), {}, "--graceful-timeout"),
+        (("token", "alice", "--ttl", "0"), {}, "--ttl"),  # an already expired token
+        (("token", "alice", "--ttl", "-5"), {}, "--ttl"),
+        (("token", ""), {}, "SUB"),  # tokens the server would refuse with 401
+        (("token", "a" * 256), {}, "SUB"),
+        (("token", "bad\x01sub"), {}, "SUB"),
+    ],
+)
+def test_out_of_range_command_line_values_exit_2_naming_them(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    result = _cli(
+        tmp_path,
+        *args,
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/never-reached",
+        DB_STARTUP_TIMEOUT="1",
+        BETTER_AUTH_SECRET=SECRET,
+        **env,
+    )
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert named in result.stderr.strip().splitlines()[-1], result.stderr
+    assert "Traceback" not in result.stderr
