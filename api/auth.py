@@ -419,6 +419,12 @@ class TokenVerifier:
             raise AuthError("unusable_key") from exc
         except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError) as exc:
             raise AuthError("invalid") from exc
+        # RFC 7519 §4.1.4-4.1.6: exp, nbf and iat are NumericDate, a JSON number; PyJWT
+        # also accepts a numeric string ("exp": "1796036570").
+        for claim in ("exp", "nbf", "iat"):
+            value = claims.get(claim)
+            if claim in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise AuthError("invalid")
         return Principal(
             sub=valid_sub(claims.get("sub")),
             name=_optional_text(claims.get("name")),

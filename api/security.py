@@ -23,6 +23,16 @@ from api.errors import forbidden, response_for, unauthorized
 bearer_scheme: Final = HTTPBearer(auto_error=False, bearerFormat="JWT")
 
 
+def _single_authorization(request: Request) -> str | None:
+    """The Authorization header, which RFC 9110 §11.6.2 allows once: with several, a proxy
+    that checked the last and this service that read the first could disagree, so two are
+    a malformed request (401)."""
+    values = request.headers.getlist("authorization")
+    if len(values) > 1:
+        raise AuthError("malformed")
+    return values[0] if values else None
+
+
 class AuthenticatedRoute(JSONBodyRoute):
     """Token (401), then owner (403), then the endpoint; every error in the envelope.
 
@@ -41,7 +51,7 @@ class AuthenticatedRoute(JSONBodyRoute):
             verifier: TokenVerifier = request.app.state.verifier
             try:
                 principal = await verifier.verify(
-                    bearer_token(request.headers.get("authorization"))
+                    bearer_token(_single_authorization(request))
                 )
             except AuthError as exc:
                 return unauthorized(exc)

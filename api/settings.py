@@ -150,6 +150,35 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        """Each entry is `*` or an origin as browsers send it (RFC 6454 §6.2:
+        scheme://host[:port], no path): `http://localhost:3000/` would never match and refuse
+        the real frontend without a word, so it is refused here instead."""
+        for origin in value:
+            if origin == "*":
+                continue
+            try:
+                parts = urlsplit(origin)
+                parts.port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError:
+                parts = None
+            if (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] without a path or "
+                    "trailing slash (e.g. http://localhost:3000), or *"
+                )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:

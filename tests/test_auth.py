@@ -185,3 +185,36 @@ async def test_first_write_creates_the_user_row_with_name_and_email(
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute("SELECT id, name, email FROM users WHERE id = %s", (user_id,))
         assert await cur.fetchone() == (user_id, "Ada Lovelace", "ada@example.com")
+
+
+# Found by the red team.
+async def test_two_authorization_headers_are_401(client: httpx.AsyncClient, user_id: str) -> None:
+    """RFC 9110 §11.6.2: one Authorization field; a valid first and a bad second (or the
+    reverse) must not pass, whichever one a proxy in front looked at."""
+    good = f"Bearer {make_token(user_id)}"
+    for pair in ((good, "Bearer bad"), ("Bearer bad", good), (good, good)):
+        response = await client.get(
+            f"/api/{user_id}/tasks",
+            headers=[("Authorization", pair[0]), ("Authorization", pair[1])],
+        )
+        assert response.status_code == 401, pair
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_a_time_claim_that_is_not_a_json_number_is_401(
+    client: httpx.AsyncClient, user_id: str, claim: str
+) -> None:
+    """RFC 7519 §2 NumericDate is a JSON number; PyJWT alone accepts "1796036570"."""
+    now = int(time.time())
+    claims = {
+        "sub": user_id,
+        "iat": now,
+        "exp": now + 600,
+        claim: str(now + (600 if claim == "exp" else -5)),
+    }
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    response = await client.get(
+        f"/api/{user_id}/tasks", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401, response.text

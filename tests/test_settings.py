@@ -165,3 +165,21 @@ def test_the_limits_themselves_are_accepted() -> None:
     )
     assert settings.jwt_leeway_seconds == 300
     assert settings.jwks_url == "http://127.0.0.1:3000/api/auth/jwks"
+
+
+# Found by the red team: a trailing slash never matches a browser's Origin, silently.
+@pytest.mark.parametrize(
+    "origins", ["not a url", "http://localhost:3000/", "ftp://x", "http://a:99999", "http://"]
+)
+def test_cors_origins_that_no_browser_sends_are_refused(origins: str) -> None:
+    with pytest.raises(ValidationError, match="is not an origin"):
+        _settings(cors_origins=origins)
+
+
+def test_cors_origins_accept_origins_and_the_wildcard() -> None:
+    value = "http://localhost:3000, https://app.example.com:8443"
+    assert _settings(cors_origins=value).cors_origins == [
+        "http://localhost:3000",
+        "https://app.example.com:8443",
+    ]
+    assert _settings(cors_origins="*").cors_origins == ["*"]
