@@ -161,6 +161,7 @@ def uvicorn_config(args: argparse.Namespace, settings: Settings) -> uvicorn.Conf
         access_log=False,
         log_config=None,
         proxy_headers=False,
+        server_header=False,  # "Server: uvicorn" tells a scanner what to try, a client nothing
         timeout_graceful_shutdown=int(args.graceful_timeout),
         timeout_keep_alive=settings.http_keep_alive_timeout_seconds,
         # uvicorn kills a worker that does not answer its supervisor within this; the default

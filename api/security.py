@@ -50,9 +50,7 @@ class AuthenticatedRoute(JSONBodyRoute):
         async def authenticated(request: Request) -> Response:
             verifier: TokenVerifier = request.app.state.verifier
             try:
-                principal = await verifier.verify(
-                    bearer_token(_single_authorization(request))
-                )
+                principal = await verifier.verify(bearer_token(_single_authorization(request)))
             except AuthError as exc:
                 return unauthorized(exc)
             request.state.user_id = principal.sub

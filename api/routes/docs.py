@@ -23,6 +23,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import FileResponse, HTMLResponse
 
+from api.routing import HTTPRoute
+
 ASSETS_PATH: Final = "/docs/assets"
 # The only files served, by name: nothing else under the package folder is reachable.
 ASSETS: Final = {
@@ -34,7 +36,7 @@ _ASSET_DIR: Final = Path(str(files("fastapi_offline") / "static"))
 # The files change only with the package version: a day of browser caching is safe.
 _CACHE_CONTROL: Final = "public, max-age=86400"
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=HTTPRoute)
 
 
 def _asset_url(request: Request, name: str) -> str:

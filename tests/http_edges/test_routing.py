@@ -57,6 +57,7 @@ def test_head_is_get_without_a_body_everywhere_get_is(service: str, authenticate
     for template in ("/health", "/ready", "/api/{user_id}/tasks", "/api/{user_id}/tasks/{task_id}"):
         path = paths[template]
         get_status, get_headers, get_body = raw_request(service, "GET", path, headers)
+        assert "server" not in get_headers, get_headers  # the server's name is nobody's business
         head_status, head_headers, head_body = raw_request(service, "HEAD", path, headers)
         assert head_status == get_status, (template, head_status, get_status)
         assert get_body, template
@@ -65,6 +66,13 @@ def test_head_is_get_without_a_body_everywhere_get_is(service: str, authenticate
         assert same == {k: v for k, v in get_headers.items() if k not in VOLATILE}, template
         if template.startswith("/api") and not authenticated:
             assert head_status == 401 and head_headers["www-authenticate"] == "Bearer"
+
+
+def test_head_docs_is_get_without_a_body(service: str) -> None:
+    """/docs is a GET like the others (a red-team find: it was 405)."""
+    get_status, _, get_body = raw_request(service, "GET", "/docs", {})
+    head_status, _, head_body = raw_request(service, "HEAD", "/docs", {})
+    assert get_status == head_status == 200 and get_body and head_body == b""
 
 
 @pytest.mark.parametrize("authenticated", [True, False], ids=["token", "no-token"])
