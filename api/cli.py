@@ -200,7 +200,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from observability.multiprocess import prepare_multiprocess_dir
 
     prepare_multiprocess_dir(args.workers)
-    serve(uvicorn_config(args, settings), drain_seconds=settings.shutdown_drain_seconds)
+    try:
+        serve(uvicorn_config(args, settings), drain_seconds=settings.shutdown_drain_seconds)
+    except SystemExit as exc:
+        if exc.code == 3:  # uvicorn's STARTUP_FAILURE: its reason is in the log on stdout
+            print(
+                f"tasks-api: the server could not start on {args.host}:{args.port} (address "
+                "in use, or not an address of this host); see the log for the cause",
+                file=sys.stderr,
+            )
+        raise
     exit_now(0)  # stopped as asked: see lifecycle.exit_now
 
 

@@ -273,3 +273,25 @@ def test_out_of_range_command_line_values_exit_2_naming_them(
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert named in result.stderr.strip().splitlines()[-1], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_exits_3_with_one_line_on_stderr(tmp_path: Path, database_url: str) -> None:
+    """Every other start-up failure says why on stderr; this one did not (red team)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cli(
+            tmp_path,
+            "serve",
+            "--port",
+            str(port),
+            DATABASE_URL=database_url,
+            BETTER_AUTH_SECRET=SECRET,
+            DB_STARTUP_TIMEOUT="10",
+        )
+    assert result.returncode == 3, (result.stdout[-2000:], result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], result.stderr
