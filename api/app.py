@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.admission import AdmissionControl
 from api.auth import JWKSCache, TokenVerifier
+from api.body import BodyDeadlineMiddleware
 from api.cors import JSONCORSMiddleware
 from api.errors import install_error_handlers
 from api.routes.docs import router as docs_router
@@ -144,7 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks_router)
     app.include_router(docs_router)
 
-    # Outermost first: request id and access line, then CORS, then metrics (added last below).
+    # Outermost first: request id and access line, then CORS, then the body deadline, then
+    # admission control, then metrics (added last below).
     # The body size limit sits on the routes that take a body (api/body.py).
     instrument_app(app)
     # Overload is refused here, inside CORS (so a browser can read the 503) and before the
@@ -154,6 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=settings.effective_max_concurrent_requests,
         timeout=settings.effective_admission_timeout,
     )
+    # Outside admission control (and inside CORS and the request id, which its 408 gets): a
+    # body is read whole, under HTTP_BODY_TIMEOUT_SECONDS, before the request takes a slot, so
+    # stalled or trickled bodies cannot lock other users out (api/body.py).
+    app.add_middleware(BodyDeadlineMiddleware)
     app.add_middleware(
         JSONCORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -2,22 +2,28 @@
 
 Contract, "Endpoints" and "HTTP semantics": every body is read as JSON whatever its
 Content-Type; a body that is not I-JSON (RFC 7493: no NaN/Infinity, no duplicate member
-names) is 400; valid JSON of the wrong shape is 422; a body over `max_body_bytes` is 413.
+names) is 400; valid JSON of the wrong shape is 422; a body over `max_body_bytes` is 413; a body
+that does not arrive within HTTP_BODY_TIMEOUT_SECONDS is 408 (`BodyDeadlineMiddleware`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import BodyTimeout, response_for
 from api.routing import HTTPRoute
+
+log = structlog.get_logger(__name__)
 
 #: The 413 envelope, prebuilt: it is written below FastAPI, where no exception handler runs.
 TOO_LARGE_BODY: Final = b'{"status_code":413,"detail":"Request body too large"}'
@@ -216,3 +222,84 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
+
+
+class BodyDeadlineMiddleware:
+    """Reads a request's whole body before the app (and admission control) sees the request,
+    within `timeout` seconds from the end of the head; later is 408 (`api.errors.BodyTimeout`,
+    `Connection: close`).
+
+    Contract, "HTTP semantics": idle and slow connections never delay other clients. Placed
+    OUTSIDE AdmissionControl (api/app.py), so a body that never arrives (or trickles in) holds
+    none of its MAX_CONCURRENT_REQUESTS slots: 20 stalled `Content-Length: 1000` bodies used to
+    lock every other user out with 503s for as long as their sockets stayed open.
+
+    Shapes: `timeout` in seconds (HTTP_BODY_TIMEOUT_SECONDS, default the app's settings);
+    `max_bytes` in bytes (MAX_BODY_BYTES, default the app's settings). Only requests that
+    declare a body (Content-Length > 0, or Transfer-Encoding) are read here. A declared length
+    over `max_bytes` is not read: BodySizeLimitMiddleware answers it 413 before authentication,
+    as before. A streamed body is held up to `max_bytes` plus one chunk, then handed on with
+    the rest unread, so the route's limit answers 413 at once. The body is replayed to the app
+    as the messages received (chunked bodies keep their chunks); a client that leaves while
+    sending is handed on as the `http.disconnect` it was.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, timeout: float | None = None, max_bytes: int | None = None
+    ) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _declares_body(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        settings = scope["app"].state.settings
+        timeout: float = self.timeout or settings.http_body_timeout_seconds
+        max_bytes: int = self.max_bytes or settings.max_body_bytes
+        length = _content_length(scope["headers"])
+        if length is not None and length > max_bytes:
+            await self.app(scope, receive, send)  # the route's 413, without reading
+            return
+        messages: list[Message] = []
+        seen = 0
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request":
+                        break  # http.disconnect: the app sees it as before
+                    seen += len(message.get("body", b""))
+                    if not message.get("more_body", False) or seen > max_bytes:
+                        break
+        except TimeoutError:
+            log.info("http_body_timeout", received_bytes=seen, timeout_seconds=timeout)
+            await response_for(BodyTimeout())(scope, receive, send)
+            return
+        replay = iter(messages)
+
+        async def replayed_receive() -> Message:
+            for message in replay:
+                return message
+            return await receive()  # past the limit, or the disconnect again
+
+        await self.app(scope, replayed_receive, send)
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True when the head announces a body: Transfer-Encoding, or a Content-Length that is not
+    0 (RFC 9112 §6.3: without either, a request has no body)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The declared Content-Length in bytes, or None (absent, or not a number)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

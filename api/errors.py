@@ -42,6 +42,7 @@ RETRY_AFTER_SECONDS: Final = "5"
 DB_UNAVAILABLE_DETAIL: Final = "Database unavailable, retry shortly"
 INTERNAL_DETAIL: Final = "Internal server error"
 OVERLOADED_DETAIL: Final = "Service overloaded, retry shortly"
+BODY_TIMEOUT_DETAIL: Final = "Request body not received in time"
 
 
 class Overloaded(Exception):
@@ -54,6 +55,12 @@ class Overloaded(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"overloaded, retry after {retry_after} s")
         self.retry_after = retry_after
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within HTTP_BODY_TIMEOUT_SECONDS (api/body.py): 408
+    with `Connection: close` (RFC 9110 §15.5.9: the server closes the connection; the rest of
+    the body, if it ever comes, must not be parsed as the next request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,7 @@ def response_for(exc: BaseException) -> JSONResponse:
     """The envelope response for any exception; never raises.
 
     AuthError: 401; RequestValidationError: 400 or 422; Overloaded: 503 + Retry-After;
+    BodyTimeout: 408 + Connection: close;
     Starlette's HTTPException: its status, detail and headers; a RepositoryError registered
     in DOMAIN_ERRORS: its spec; anything else: a logged 500 (internal_error).
     """
@@ -210,6 +218,8 @@ def response_for(exc: BaseException) -> JSONResponse:
         return validation_response(exc)
     if isinstance(exc, Overloaded):
         return error_response(503, OVERLOADED_DETAIL, headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, BodyTimeout):
+        return error_response(408, BODY_TIMEOUT_DETAIL, headers={"Connection": "close"})
     if isinstance(exc, StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_response(exc.status_code, detail, headers=exc.headers)
@@ -249,6 +259,7 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
     },
     412: {"description": "If-Match names no current ETag of the task; nothing changed"},
+    408: {"description": "The body did not arrive within HTTP_BODY_TIMEOUT_SECONDS"},
     413: {"description": "The body is over 64 KiB"},
     503: {
         "description": "Overloaded: refused at once, retry after `Retry-After` seconds",

@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     http_max_headers: int = Field(default=100, ge=10, le=10_000)
     #: seconds from connect (or from the first byte after a keep-alive pause) to a full head
     http_head_timeout_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
+    #: seconds from the end of the head to the end of the body; later is 408 (api/body.py)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
     #: seconds an idle keep-alive connection is kept open
     http_keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=600)
     #: open connections per process; more are answered 503 + Retry-After and closed
