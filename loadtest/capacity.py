@@ -426,9 +426,7 @@ def where_time_went(raw: Path, top: int = 45) -> str:
     return "\n".join(f"{100 * n / max(total, 1):5.1f}%  {frame}" for frame, n in ranked)
 
 
-def profile_list(
-    app: App, data: Path, seconds: int, out: Path, endpoint: str = "list"
-) -> Path:
+def profile_list(app: App, data: Path, seconds: int, out: Path, endpoint: str = "list") -> Path:
     """A py-spy flame graph (SVG) of `app` while wrk drives `endpoint` (list by default) at
     c=10 for `seconds`, then the same as collapsed stacks, summarised in `<app>-<endpoint>.txt`.
 
