@@ -308,3 +308,28 @@ async def test_100_concurrent_creates_by_10_users_each_see_only_their_own(
         assert len(listed) == 10
         assert {t["user_id"] for t in listed} == {owner}
         assert sorted(t["title"] for t in listed) == sorted(f"{owner}#{n}" for n in range(10))
+
+
+def test_rows_are_validated_into_tasks_and_extra_columns_ignored() -> None:
+    """repositories/tasks.py `_task` is the one check of what the database returned (the routes
+    serialise tasks as they are, without FastAPI's response_model pass): a row that is not a
+    task raises instead of being served."""
+    from datetime import UTC
+
+    import pydantic
+
+    from repositories.models import TaskPublic
+    from repositories.tasks import _task
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    row: dict[str, object] = {
+        "id": 7, "user_id": "u1", "title": "t", "description": None, "completed": False,
+        "created_at": at, "updated_at": at, "version": 3, "list_version": 9,
+    }  # fmt: skip
+    task = _task(row)
+    assert isinstance(task, TaskPublic)
+    fields = {name: getattr(task, name) for name in TaskPublic.model_fields}
+    assert fields == {k: v for k, v in row.items() if k not in ("version", "list_version")}
+    for column, bad in (("title", None), ("completed", "maybe"), ("created_at", "yesterday")):
+        with pytest.raises(pydantic.ValidationError):
+            _task({**row, column: bad})
