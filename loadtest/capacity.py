@@ -426,19 +426,19 @@ def where_time_went(raw: Path, top: int = 45) -> str:
     return "\n".join(f"{100 * n / max(total, 1):5.1f}%  {frame}" for frame, n in ranked)
 
 
-def profile_list(app: App, data: Path, seconds: int, out: Path) -> Path:
-    """A py-spy flame graph (SVG) of `app` while wrk drives the list at c=10 for `seconds`,
-    then the same as collapsed stacks, summarised in `<app>-list.txt`.
+def profile_list(app: App, data: Path, seconds: int, out: Path, endpoint: str = "list") -> Path:
+    """A py-spy flame graph (SVG) of `app` while wrk drives `endpoint` (list by default) at
+    c=10 for `seconds`, then the same as collapsed stacks, summarised in `<app>-<endpoint>.txt`.
 
     py-spy comes from PyPI through `uv tool run` (not a project dependency); it samples the
     pinned app from the other core, beside wrk."""
-    svg = out / f"{app.name}-list.svg"
-    raw = out / f"{app.name}-list.raw"
+    svg = out / f"{app.name}-{endpoint}.svg"
+    raw = out / f"{app.name}-{endpoint}.raw"
     for output, fmt in ((svg, "flamegraph"), (raw, "raw")):
         spy = _py_spy(app, seconds, output, fmt)
         try:
             time.sleep(2.0)  # py-spy attaches (and uv installs it the first time) before the load
-            run_wrk(app.base, "list", 10, seconds, data, core="1")
+            run_wrk(app.base, endpoint, 10, seconds, data, core="1")
             _, err = spy.communicate(timeout=seconds + 120)
         finally:
             if spy.poll() is None:
@@ -446,7 +446,7 @@ def profile_list(app: App, data: Path, seconds: int, out: Path) -> Path:
                 spy.wait()
         if spy.returncode != 0 or not output.exists():
             raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-300:]}")
-    (out / f"{app.name}-list.txt").write_text(where_time_went(raw) + "\n", encoding="utf-8")
+    (out / f"{app.name}-{endpoint}.txt").write_text(where_time_went(raw) + "\n", encoding="utf-8")
     return svg
 
 
@@ -491,7 +491,9 @@ def run(args: argparse.Namespace) -> int:
         measurements = measure_all(apps, args, data)
         for name in args.profile:
             target = next(a for a in apps if a.name == name)
-            print(f"profile: {profile_list(target, data, args.profile_seconds, out)}", flush=True)
+            for endpoint in args.profile_endpoints:
+                svg = profile_list(target, data, args.profile_seconds, out, endpoint)
+                print(f"profile: {svg}", flush=True)
     report = table(measurements, args.runs, args.duration)
     (out / "capacity.md").write_text(report + "\n", encoding="utf-8")
     raw = [asdict(m) | {"rps": m.rps, "cpu_ms": m.cpu_ms} for m in measurements]
@@ -536,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", nargs="*", choices=SYSTEMS, default=[], help="py-spy flame graphs of list"
     )
     parser.add_argument("--profile-seconds", type=int, default=10)
+    parser.add_argument(
+        "--profile-endpoints",
+        nargs="+",
+        choices=ENDPOINTS,
+        default=["list"],
+        help="the endpoints --profile samples, one flame graph each (default: list)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="CI: list and toggle, 1 run of 1 s at c=10"
     )

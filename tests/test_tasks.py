@@ -308,3 +308,73 @@ async def test_100_concurrent_creates_by_10_users_each_see_only_their_own(
         assert len(listed) == 10
         assert {t["user_id"] for t in listed} == {owner}
         assert sorted(t["title"] for t in listed) == sorted(f"{owner}#{n}" for n in range(10))
+
+
+async def test_single_task_bodies_are_the_bytes_fastapi_rendered(
+    client: httpx.AsyncClient, user_id: str
+) -> None:
+    """The four single-task answers are serialised in one pydantic-core pass
+    (api/routes/tasks.py `_task_response`); the bytes must stay those FastAPI's
+    `response_model` path gave: the task validated again and `json.dumps` compact, non-ASCII
+    kept as UTF-8, `created_at`/`updated_at` in UTC with an offset."""
+    import json
+
+    from repositories.models import TaskPublic
+
+    def fastapi_rendering(body: bytes) -> bytes:
+        task = TaskPublic.model_validate(json.loads(body))
+        content = TaskPublic.model_validate(task.model_dump(by_alias=True)).model_dump(
+            mode="json", by_alias=True
+        )
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode()
+
+    base = f"/api/{user_id}/tasks"
+    title, description = 'Café ☕ \u2028 "quoted" \\ <tag>', "ünïcödé \t tab"
+    created = await client.post(
+        base, json={"title": title, "description": description}, headers=auth(user_id)
+    )
+    assert created.status_code == 201
+    task_id = created.json()["id"]
+    answers = [
+        created,
+        await client.get(f"{base}/{task_id}", headers=auth(user_id)),
+        await client.put(f"{base}/{task_id}", json={"title": "ÅÄÖ"}, headers=auth(user_id)),
+        await client.patch(f"{base}/{task_id}/complete", headers=auth(user_id)),
+    ]
+    for answer in answers:
+        assert answer.status_code in (200, 201), answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["content-length"] == str(len(answer.content))
+        assert answer.headers["etag"].startswith('"')
+        assert answer.content == fastapi_rendering(answer.content)
+        assert b"Caf\xc3\xa9" in answer.content or b"\xc3\x85" in answer.content  # raw UTF-8
+    assert answers[0].json()["title"] == title and answers[0].json()["description"] == description
+    assert answers[1].headers["cache-control"] == "private, no-cache"
+    assert answers[0].headers["location"] == f"{base}/{task_id}"
+
+
+def test_rows_are_validated_into_tasks_and_extra_columns_ignored() -> None:
+    """repositories/tasks.py `_task` is the one check of what the database returned (the routes
+    serialise tasks as they are, without FastAPI's response_model pass): a row that is not a
+    task raises instead of being served."""
+    from datetime import UTC
+
+    import pydantic
+
+    from repositories.models import TaskPublic
+    from repositories.tasks import _task
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    row: dict[str, object] = {
+        "id": 7, "user_id": "u1", "title": "t", "description": None, "completed": False,
+        "created_at": at, "updated_at": at, "version": 3, "list_version": 9,
+    }  # fmt: skip
+    task = _task(row)
+    assert isinstance(task, TaskPublic)
+    fields = {name: getattr(task, name) for name in TaskPublic.model_fields}
+    assert fields == {k: v for k, v in row.items() if k not in ("version", "list_version")}
+    for column, bad in (("title", None), ("completed", "maybe"), ("created_at", "yesterday")):
+        with pytest.raises(pydantic.ValidationError):
+            _task({**row, column: bad})

@@ -62,7 +62,7 @@ async def first(query: Any, **params: Any) -> dict[str, Any]:
 @app.get("/api/{user_id}/tasks")
 async def list_tasks(user_id: str, authorization: str | None = Header(None)) -> Any:
     query = LIST_STATEMENTS[("all", "created", "asc", False)]
-    return await one_query(query, user_id=owner(user_id, authorization))
+    return await one_query(query, user_id=owner(user_id, authorization), known=[])
 
 
 @app.get("/api/{user_id}/tasks/{task_id}")
@@ -78,4 +78,5 @@ async def create_task(user_id: str, body: TaskIn, authorization: str | None = He
 
 @app.patch("/api/{user_id}/tasks/{task_id}/complete")
 async def toggle(user_id: str, task_id: int, authorization: str | None = Header(None)) -> Any:
-    return await first(Q["toggle_task"], user_id=owner(user_id, authorization), task_id=task_id)
+    user = owner(user_id, authorization)
+    return await first(Q["toggle_task"], user_id=user, task_id=task_id, if_match=None)

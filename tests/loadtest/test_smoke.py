@@ -70,7 +70,7 @@ def test_smoke_run_against_a_real_server(pg_server_url: str, tmp_path: Path) -> 
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "profile smoke: PASS" in proc.stdout
+    assert "profile smoke (judged): PASS" in proc.stdout
     _, total = parse_stats(tmp_path / "locust_stats.csv")
     assert total.requests > 0 and total.failures == 0
     assert (tmp_path / "report.html").stat().st_size > 0
