@@ -90,7 +90,7 @@ export interface paths {
          * Database reachable and schema current
          * @description 200 `{"status": "ready", "schema_version": int}`, or 503 with the reason in `detail`.
          *
-         *     503 while the lifespan has not built the repository yet ("Starting up"), when the
+         *     503 while the lifespan has not opened the pool yet ("Starting up"), when the
          *     database does not answer within min(2 s, DB_POOL_TIMEOUT) (with `Retry-After`), or when
          *     the schema is older than the newest migration. Contract, "Service endpoints" and
          *     "Database faults" (`/ready` 503 within its 2 s). Never raises for a database fault.
