@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 import jwt
 import structlog
@@ -249,30 +249,19 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(jwt.encode(claims, settings.better_auth_secret.get_secret_value(), algorithm="HS256"))
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer in [low, high] (PORT, WEB_CONCURRENCY and the flags are
-    checked like the settings: a value out of range exits 2 naming it, never runs)."""
+_N = TypeVar("_N", int, float)
 
-    def parse(text: str) -> int:
+
+def _in_range(kind: type[_N], low: _N, high: _N) -> Callable[[str], _N]:
+    """An argparse type: a `kind` (int, or float seconds) in [low, high]. PORT,
+    WEB_CONCURRENCY and the flags are checked like the settings: a value out of range exits
+    2 naming it, never runs (`--port 70000` was served on 70000 - 65536)."""
+
+    def parse(text: str) -> _N:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a number of seconds in [low, high]."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value:g} is not between {low:g} and {high:g}")
         return value
@@ -288,14 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=_int_in(1, 65535), default=os.environ.get("PORT", "8000"))
+    serve.add_argument(
+        "--port", type=_in_range(int, 1, 65535), default=os.environ.get("PORT", "8000")
+    )
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     serve.add_argument(
-        "--workers", type=_int_in(1, 512), default=os.environ.get("WEB_CONCURRENCY", "1")
+        "--workers", type=_in_range(int, 1, 512), default=os.environ.get("WEB_CONCURRENCY", "1")
     )
     serve.add_argument(
         "--graceful-timeout",
-        type=_float_in(0.0, 3600.0),
+        type=_in_range(float, 0.0, 3600.0),
         default=20.0,
         help="seconds to finish in-flight requests after the drain (default 20)",
     )
@@ -313,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print an HS256 token for development and tests")
     token.add_argument("sub", help="the user id (the token's sub)")
     token.add_argument(
-        "--ttl", type=_int_in(1, 366 * 86400), default=3600, help="lifetime in seconds"
+        "--ttl", type=_in_range(int, 1, 366 * 86400), default=3600, help="lifetime in seconds"
     )
     token.add_argument("--name")
     token.add_argument("--email")
