@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument(
-        "--port", type=_in_range(int, 1, 65535), default=os.environ.get("PORT", "8000")
+        "--port", type=_in_range(int, 0, 65535), default=os.environ.get("PORT", "8000")
     )
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     serve.add_argument(
