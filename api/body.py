@@ -20,13 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTimeout, response_for
+from api.errors import BodyTimeout, error_response, response_for
 from api.routing import HTTPRoute
 
 log = structlog.get_logger(__name__)
 
 #: The 413 envelope, prebuilt: it is written below FastAPI, where no exception handler runs.
-TOO_LARGE_BODY: Final = b'{"status_code":413,"detail":"Request body too large"}'
+TOO_LARGE_DETAIL: Final = "Request body too large"
 _JSON_CONTENT_TYPE: Final = b"application/json"
 
 
@@ -150,6 +150,11 @@ class BodyTooLarge(Exception):
     does with it, BodySizeLimitMiddleware answers 413 (the app's own answer is dropped)."""
 
 
+async def _no_body() -> Message:
+    """`receive` for a response that reads nothing (Starlette's Response never calls it)."""
+    return {"type": "http.disconnect"}
+
+
 class BodySizeLimitMiddleware:
     """413 for a body over `max_bytes`, declared (Content-Length) or streamed (chunked).
 
@@ -173,7 +178,7 @@ class BodySizeLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > max_bytes:
-                    await self._too_large(send)
+                    await self._too_large(scope, send)
                     return
                 break
         seen = 0
@@ -195,7 +200,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._too_large(send)
+                    await self._too_large(scope, send)
                 return  # the app's own answer to a cut-off body is dropped
             if message["type"] == "http.response.start":
                 started = True
@@ -205,23 +210,13 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(scope, send)
 
     @staticmethod
-    async def _too_large(send: Send) -> None:
-        """Write the 413 envelope as a whole response (status, headers and body)."""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(TOO_LARGE_BODY)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
+    async def _too_large(scope: Scope, send: Send) -> None:
+        """Write the 413 envelope (`api.errors.error_response`) as a whole response."""
+        response = error_response(413, TOO_LARGE_DETAIL, headers={"Connection": "close"})
+        await response(scope, _no_body, send)
 
 
 class BodyDeadlineMiddleware:
