@@ -87,6 +87,12 @@ def raw_request(
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         data, closed = read_until_closed(sock, timeout=10)
     assert closed, f"{method} {path}: the server kept the connection open"
+    return parse_response(data)
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A raw HTTP/1.1 response: (status, headers with lower-case names, the bytes after the
+    head)."""
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed = {}

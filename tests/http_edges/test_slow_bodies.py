@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.http_edges.conftest import host_port, raw_request, read_until_closed, serve_env
+from tests.http_edges.conftest import (
+    host_port,
+    parse_response,
+    raw_request,
+    read_until_closed,
+    serve_env,
+)
 from tests.support import auth, make_token, new_user_id, running_service
 
 BODY_TIMEOUT = 2.0
@@ -45,16 +51,6 @@ def _stalled_head(base: str, user: str, length: int = 1000, origin: str | None =
     if origin:
         lines.append(f"Origin: {origin}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
 
 
 @contextlib.contextmanager
@@ -103,7 +99,7 @@ def test_stalled_body_is_answered_408_and_closed(slow_service: str) -> None:
         elapsed = time.monotonic() - started
     assert closed, f"the connection was still open after {elapsed:.2f} s"
     assert elapsed > BODY_TIMEOUT - 0.5
-    status, headers, body = _parse(data)
+    status, headers, body = parse_response(data)
     assert status == 408
     assert json.loads(body) == {"status_code": 408, "detail": "Request body not received in time"}
     assert headers["connection"] == "close"
@@ -135,7 +131,7 @@ def test_trickled_body_is_answered_408_at_the_deadline(slow_service: str) -> Non
             data += chunk
         elapsed = time.monotonic() - started
     assert data, f"no answer after {elapsed:.2f} s of trickling"
-    assert _parse(data)[0] == 408
+    assert parse_response(data)[0] == 408
     assert closed, "the connection was kept open after the 408"
 
 
@@ -152,7 +148,7 @@ def test_bodies_within_the_deadline_are_unaffected(slow_service: str) -> None:
         time.sleep(0.5)
         sock.sendall(payload[5:])
         sock.settimeout(5)
-        status, _, body = _parse(sock.recv(65536))
+        status, _, body = parse_response(sock.recv(65536))
     assert status == 201, body
     # Chunked, strict JSON, and the size limit before authentication, as before.
     with httpx.Client(timeout=10) as client:
