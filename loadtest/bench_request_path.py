@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 for system in args.systems:
                     tree = args.baseline if system == "baseline" else ROOT
                     result = Path(tmp) / f"{system}-{round_}.json"
-                    command = [*pin, sys.executable, "-m", "loadtest.bench_request_path",
+                    # Run as a script, so a baseline tree need not have this file;
+                    # PYTHONPATH puts the tree's api/ and repositories/ first.
+                    command = [*pin, sys.executable, __file__,
                                "--worker", "ceiling" if system == "ceiling" else "service",
                                "--setup", str(setups[system]), "--result", str(result),
                                "--requests", str(args.requests), "--warm-up", str(args.warm_up),
