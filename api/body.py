@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.binding import Binding
 from api.errors import BodyTimeout, error_response, response_for
 from api.routing import HTTPRoute
 
@@ -98,12 +99,14 @@ class JSONBodyRoute(HTTPRoute):
         self.app = BodySizeLimitMiddleware(self.app)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given a StrictJSONRequest whose Content-Type is JSON.
+        """FastAPI's handler, given a StrictJSONRequest whose Content-Type is JSON; for a
+        valid request of a route `Binding.of` describes, the endpoint called directly.
 
         FastAPI reads a body as JSON only when the Content-Type says so; a `text/plain` body
         would otherwise reach validation as raw bytes (a 422 instead of the contract's 400).
         """
         handler = super().get_route_handler()
+        binding = Binding.of(self)
 
         body_required = self.body_field is not None and self.body_field.field_info.is_required()
         takes_body = self.body_field is not None
@@ -116,6 +119,12 @@ class JSONBodyRoute(HTTPRoute):
             strict = StrictJSONRequest(scope, request.receive)
             if takes_body:
                 await _check_presence(strict, required=body_required)
+            if binding is not None:
+                # Valid requests skip FastAPI's per-request solving (api/binding.py); any
+                # other goes to FastAPI's handler, which answers it as it always has.
+                values = await binding.bind(strict)
+                if values is not None:
+                    return await binding.call(values)
             return await handler(strict)
 
         return strict_json

@@ -19,6 +19,7 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from api.binding import from_request
 from repositories.models import TaskCreate, TaskPublic
 
 #: Changes every tag when the JSON of a task changes: its schema, plus this number, to be
@@ -114,6 +115,7 @@ def parse_tags(values: list[str]) -> TagList | None:
 # --- the request headers, as FastAPI dependencies (they also document them in OpenAPI) -------
 
 
+@from_request()
 async def if_none_match(
     request: Request,
     _header: Annotated[
@@ -132,6 +134,7 @@ async def if_none_match(
     return parse_tags(request.headers.getlist("if-none-match"))
 
 
+@from_request()
 async def if_match(
     request: Request,
     _header: Annotated[
@@ -155,6 +158,7 @@ _SF_STRING: Final = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 INVALID_KEY_DETAIL: Final = "Idempotency-Key must be 1-255 visible ASCII characters"
 
 
+@from_request()
 async def idempotency_key(
     request: Request,
     _header: Annotated[

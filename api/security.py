@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from api.auth import AuthError, Principal, TokenVerifier, bearer_token
+from api.binding import from_request
 from api.body import JSONBodyRoute
 from api.errors import forbidden, response_for, unauthorized
 
@@ -65,6 +66,13 @@ class AuthenticatedRoute(JSONBodyRoute):
         return authenticated
 
 
+def principal_of(request: Request) -> Principal:
+    """The Principal AuthenticatedRoute verified for `request` (`request.state.principal`)."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+@from_request(principal_of)
 async def current_user(
     request: Request,
     user_id: Annotated[
@@ -77,8 +85,7 @@ async def current_user(
     Its parameters only declare, in OpenAPI, the path's `user_id` and the bearer security
     scheme (contract, "Service endpoints": every endpoint documents its security scheme).
     """
-    principal: Principal = request.state.principal
-    return principal
+    return principal_of(request)
 
 
 #: An endpoint parameter: the request's verified Principal.
