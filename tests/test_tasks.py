@@ -372,9 +372,36 @@ def test_rows_are_validated_into_tasks_and_extra_columns_ignored() -> None:
         "created_at": at, "updated_at": at, "version": 3, "list_version": 9,
     }  # fmt: skip
     task = _task(row)
-    assert isinstance(task, TaskPublic)
-    fields = {name: getattr(task, name) for name in TaskPublic.model_fields}
-    assert fields == {k: v for k, v in row.items() if k not in ("version", "list_version")}
+    assert list(task) == list(TaskPublic.model_fields)  # the public fields, in order
+    assert task == {k: v for k, v in row.items() if k not in ("version", "list_version")}
     for column, bad in (("title", None), ("completed", "maybe"), ("created_at", "yesterday")):
         with pytest.raises(pydantic.ValidationError):
             _task({**row, column: bad})
+
+
+def test_task_rows_serialise_as_task_public() -> None:
+    """The routes serialise TaskRow dicts (repositories/models.py) where OpenAPI documents
+    TaskPublic: the same fields, and the same JSON bytes for the same task, timestamps in
+    UTC with an offset whatever their zone (microseconds or none, non-ASCII text)."""
+    from datetime import UTC, timedelta, timezone
+
+    from pydantic import TypeAdapter
+
+    from repositories.models import TaskPublic, TaskRow
+
+    assert list(TaskRow.__annotations__) == list(TaskPublic.model_fields)
+    rows = TypeAdapter(list[TaskRow])
+    models = TypeAdapter(list[TaskPublic])
+    tokyo = timezone(timedelta(hours=9))
+    tasks = [
+        {"id": 1, "user_id": "u", "title": "Café ☕ \u2028", "description": None,
+         "completed": True, "created_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=tokyo),
+         "updated_at": datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=UTC)},
+        {"id": 2**63 - 1, "user_id": "u/2", "title": '"q" \\', "description": "d\t",
+         "completed": False,
+         "created_at": datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+         "updated_at": datetime(2026, 6, 1, tzinfo=timezone(timedelta(hours=-7)))},
+    ]  # fmt: skip
+    as_rows = rows.dump_json(rows.validate_python(tasks))
+    assert as_rows == models.dump_json(models.validate_python(tasks))
+    assert b'"created_at":"2026-01-01T18:04:05+00:00"' in as_rows

@@ -29,6 +29,7 @@ from repositories.models import (
     TaskComplete,
     TaskCreate,
     TaskPublic,
+    TaskRow,
     TaskUpdate,
     ValidationErrorResponse,
 )
@@ -54,8 +55,8 @@ def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-_TASK_LIST: Final = TypeAdapter(list[TaskPublic])
-_TASK: Final = TypeAdapter(TaskPublic)
+_TASK_LIST: Final = TypeAdapter(list[TaskRow])
+_TASK: Final = TypeAdapter(TaskRow)
 _ETAG_HEADER: Final = {
     "ETag": {
         "description": "Strong entity tag of this representation",
@@ -105,7 +106,7 @@ def _not_modified(etag: str) -> Response:
 
 
 def _task_response(
-    task: TaskPublic, version: int, status_code: int = 200, headers: dict[str, str] | None = None
+    task: TaskRow, version: int, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """The task as JSON with its ETag (and `headers`), serialised in one pydantic-core call.
 
@@ -118,7 +119,7 @@ def _task_response(
         _TASK.dump_json(task),
         status_code=status_code,
         media_type="application/json",
-        headers={"ETag": task_etag(task.id, version), **(headers or {})},
+        headers={"ETag": task_etag(task["id"], version), **(headers or {})},
     )
 
 
@@ -231,7 +232,7 @@ async def create_task(
     else:
         once = await tasks.create_task_idempotent(new, key=key, fingerprint=fingerprint(body))
         task, version = once.task, once.version  # the stored response, also on a replay
-    location = f"/api/{quote(user.sub, safe='')}/tasks/{task.id}"
+    location = f"/api/{quote(user.sub, safe='')}/tasks/{task['id']}"
     return _task_response(task, version, status.HTTP_201_CREATED, {"Location": location})
 
 
