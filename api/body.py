@@ -53,6 +53,12 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# Built once: `json.loads` with hooks builds a new JSONDecoder on every call.
+_DECODER: Final = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite, object_pairs_hook=_unique_members
+)
+
+
 def loads_strict(data: bytes | str) -> Any:
     """Parse I-JSON (RFC 7493): JSON without NaN/Infinity and without duplicate member names.
 
@@ -63,12 +69,7 @@ def loads_strict(data: bytes | str) -> Any:
     validation error and `api/errors.py` into 400.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return json.loads(
-        text,
-        parse_constant=_reject_constant,
-        parse_float=_finite,
-        object_pairs_hook=_unique_members,
-    )
+    return _DECODER.decode(text)
 
 
 class StrictJSONRequest(Request):

@@ -33,9 +33,16 @@ REQUESTS_REFUSED = Counter(
 )
 
 
+# statement name -> its labelled child: `labels()` takes a lock and validates on every call.
+_sql_children: dict[str, Any] = {}
+
+
 def observe_sql(statement: str, seconds: float) -> None:
     """Record one statement's time in seconds, by its `-- name:` in sql/ (a bounded label)."""
-    SQL_DURATION.labels(statement=statement).observe(seconds)
+    child = _sql_children.get(statement)
+    if child is None:
+        child = _sql_children[statement] = SQL_DURATION.labels(statement=statement)
+    child.observe(seconds)
 
 
 def count_auth_failure(reason: str) -> None:

@@ -405,3 +405,14 @@ def test_task_rows_serialise_as_task_public() -> None:
     as_rows = rows.dump_json(rows.validate_python(tasks))
     assert as_rows == models.dump_json(models.validate_python(tasks))
     assert b'"created_at":"2026-01-01T18:04:05+00:00"' in as_rows
+
+
+def test_create_parameters_are_every_field_of_new_task() -> None:
+    """repositories/tasks.py `_new_task` spells NewTask's fields out (asdict is slow): a field
+    added to NewTask must reach the statement too."""
+    import dataclasses
+
+    from repositories.tasks import NewTask, _new_task
+
+    new = NewTask("u", "t", "d", name="n", email="e")
+    assert _new_task(new) == dataclasses.asdict(new)
