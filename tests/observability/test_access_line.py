@@ -5,6 +5,7 @@ flush per line; a broken stdout never failing a request."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,9 +47,13 @@ os._exit(0)  # no flush at exit: every line must already be out (a crash loses n
 
 
 def run(*args: str) -> str:
+    # Block-buffered stdout (a pipe, as under a container's log collector): only the flush
+    # after every line gets the last one out before os._exit.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
