@@ -74,8 +74,110 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+def _final_processors(fmt: str) -> list[Any]:
+    """The processors that turn an event dict into its line (a str without the newline): the
+    same for structlog's own events and for stdlib records, so both have one shape."""
+    if fmt == "console":
+        # The console renderer formats exceptions itself (readably); no format_exc_info.
+        return [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
+    return [
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+class _Stdout:
+    """Where structlog's own loggers write: the stream and lock of the root logger's stdout
+    handler, so that their lines and the stdlib records (uvicorn, psycopg) stay one stream,
+    each line one `write` under one lock and flushed at once, as `StreamHandler.emit` does.
+
+    `handler` is replaced by every `configure_logging`; it starts as None (nothing written
+    before the first configuration, which replaces structlog's defaults anyway).
+    """
+
+    handler: logging.StreamHandler[Any] | None = None
+    # The format's final processors (see _final_processors), replaced with the handler.
+    final: tuple[Any, ...] = ()
+
+
+class _LineWriter:
+    """The structlog "logger" under our bound loggers (structlog's performance docs: a
+    structlog-native logger writing straight to the stream, no stdlib `logging` on the way).
+
+    `name` is what `get_logger(name)` was given, for `add_logger_name` (which reads
+    `logger.name`, as for a stdlib logger). Every level method takes the rendered line (a str)
+    and writes it with a newline, then flushes; an error while writing (a closed or broken
+    stdout) is reported as `logging.Handler.handleError` reports it (to stderr, unless
+    `logging.raiseExceptions` is False) and never raised to the caller: an access line must
+    not fail a request.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        handler = _Stdout.handler
+        if handler is None:
+            return
+        try:
+            with handler.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+                handler.stream.write(line + handler.terminator)
+                handler.stream.flush()
+        except Exception:  # reported as a stdlib handler reports its failures
+            handler.handleError(logging.makeLogRecord({"name": self.name, "msg": line}))
+
+    debug = info = warning = warn = error = err = critical = fatal = exception = log = msg
+
+
+def _writer_for(name: str = "root", *_: Any) -> _LineWriter:
+    """structlog's logger factory: `get_logger(name)` -> a `_LineWriter` named `name` (the
+    stdlib factory's `logging.getLogger(name)`; our code always passes a name)."""
+    return _LineWriter(name)
+
+
+def _render(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """The last structlog processor: the current format's final processors (replaced on
+    reconfiguration, so loggers cached before it follow it)."""
+    for processor in _Stdout.final:
+        event_dict = processor(logger, method_name, event_dict)
+    return event_dict
+
+
+class _BoundLogger(structlog.BoundLoggerBase):
+    """The wrapper class of every structlog logger: `make_filtering_bound_logger(level)`'s
+    methods (a level below LOG_LEVEL is a bare `return None`), copied in by
+    `configure_logging`, so that a logger cached on first use still follows a later
+    configuration's level (the filtering classes themselves are fixed per level)."""
+
+
+def _set_level(level: str) -> None:
+    filtering = structlog.make_filtering_bound_logger(level)
+    for name, value in vars(filtering).items():
+        if callable(value) and not name.startswith("__"):
+            setattr(_BoundLogger, name, value)
+
+
 def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one ProcessorFormatter on stdout."""
+    """One stream on stdout, one line per event, for our structlog loggers and for stdlib
+    records (uvicorn, psycopg), in the format LOG_FORMAT asks (contract, "Configuration":
+    `json`, or `console`) and filtered at LOG_LEVEL.
+
+    `level` is a stdlib level name (DEBUG, INFO, WARNING, ERROR, CRITICAL; anything else
+    raises KeyError, or ValueError from `logging`); `fmt` is "json" or "console" (anything
+    else is JSON). Calling it again with the same values does nothing; with other values it
+    applies to every logger, those already used included.
+
+    Two paths, one shape. Stdlib records go Logger -> StreamHandler -> ProcessorFormatter
+    (the shared chain, then the format's final processors). Our code's `structlog.get_logger`
+    loggers skip the stdlib machinery, as structlog's performance chapter recommends for hot
+    paths such as the access line (a filtering bound logger, cached on first use, rendering
+    with the same processors and writing the line straight to the handler's stream under its
+    lock): about half the cost of a line (loadtest/bench_access_log.py). Keys, their order,
+    values, redaction and the flush after every line are those of the stdlib path.
+    """
     global _configured
     if _configured == (level, fmt):
         return
@@ -86,16 +188,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    final: list[Any]
-    if fmt == "console":
-        # The console renderer formats exceptions itself (readably); no format_exc_info.
-        final = [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
-    else:
-        final = [
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            structlog.processors.JSONRenderer(),
-        ]
+    final = _final_processors(fmt)
     formatter = {
         "()": structlog.stdlib.ProcessorFormatter,
         "foreign_pre_chain": _shared_processors(),
@@ -125,15 +218,19 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
             },
         }
     )
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    _Stdout.handler, _Stdout.final = handler, tuple(final)
+    _set_level(level)
     structlog.configure(
         processors=[
             # The shared chain minus ExtraAdder and the uvicorn clean-up (stdlib records only).
             *_shared_processors()[:-2],
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            _render,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=_writer_for,
+        wrapper_class=_BoundLogger,
         cache_logger_on_first_use=True,
     )
     _configured = (level, fmt)
