@@ -68,6 +68,8 @@ class Binding:
     def __init__(self, route: APIRoute) -> None:
         dependant = route.dependant
         self._endpoint = route.endpoint
+        # The app: while it has `dependency_overrides` (tests do that), FastAPI binds.
+        self._overrides = route.dependency_overrides_provider
         self._request_name = dependant.request_param_name
         self._dependencies = [
             (d.name, _TWINS[d.call], inspect.iscoroutinefunction(_TWINS[d.call]))
@@ -112,9 +114,12 @@ class Binding:
 
     async def bind(self, request: Request) -> dict[str, Any] | None:
         """The endpoint's keyword arguments for `request`, or None when a query parameter or
-        the body is invalid (FastAPI's handler then answers). Raises what the dependencies'
+        the body is invalid, or the app has `dependency_overrides` (FastAPI's handler then
+        answers). Raises what the dependencies'
         twins raise (TaskNotFound, HTTPException), in declaration order, before any query or
         body check, as FastAPI's solving does. The body, if any, must already be read."""
+        if getattr(self._overrides, "dependency_overrides", None):
+            return None  # FastAPI applies the overrides
         values: dict[str, Any] = {}
         body: Any = None
         if self._body is not None:

@@ -123,6 +123,31 @@ async def test_valid_requests_skip_fastapi_solving(
     assert solved == [base]
 
 
+async def test_dependency_overrides_still_apply(
+    app: FastAPI, client: httpx.AsyncClient, user_id: str
+) -> None:
+    """FastAPI's `app.dependency_overrides` (a testing hook) is honoured: while the app has
+    any, its task routes are bound by FastAPI, which applies them."""
+    from api.deps import tasks_repository
+    from repositories.errors import TaskNotFound
+
+    class Empty:
+        async def get_task(self, **_: Any) -> Any:
+            raise TaskNotFound(1)
+
+    async def empty_repository() -> Any:
+        return Empty()
+
+    created = await client.post(f"/api/{user_id}/tasks", json={"title": "t"}, headers=auth(user_id))
+    path = f"/api/{user_id}/tasks/{created.json()['id']}"
+    app.dependency_overrides[tasks_repository] = empty_repository
+    try:
+        assert (await client.get(path, headers=auth(user_id))).status_code == 404
+    finally:
+        app.dependency_overrides.clear()
+    assert (await client.get(path, headers=auth(user_id))).status_code == 200
+
+
 # --- the same answers from both paths --------------------------------------------------------
 
 _QUERY_VALUES: dict[str, list[str]] = {
