@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -77,6 +78,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if jwks is not None:
         warm = asyncio.create_task(jwks.refresh(force=True))  # warm the cache, never block start
     reporter = asyncio.create_task(pool_stats_reporter(pool))
+    # Everything built so far (modules, the app, OpenAPI, pydantic schemas, the pool) lives as
+    # long as the process: out of the collector's sight, a full collection scans only what
+    # requests made. Without it the requests' objects that were in flight at a young
+    # collection reached the old generation fast enough to set off a full collection about
+    # once a second under load, each scanning the whole heap for 60-70 ms with the event loop
+    # stopped: every request in flight waited (p99 of a GET 50-70 ms against 6 ms for the
+    # ceiling app; loadtest/README.md, "Capacity"). Python's gc.freeze() documentation.
+    # Start-up's own garbage is collected first, so that none of it is kept for good.
+    gc.collect()
+    gc.freeze()
     log.info(
         "service_ready",
         pool_min=settings.db_pool_min,
