@@ -6,6 +6,8 @@ test suites and the load tests share (loadtest never imports from tests/)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "new_user_id",
     "read_json_log",
     "require",
+    "run_python",
     "running_service",
     "service_env",
     "stop_process",
@@ -97,3 +100,19 @@ def service_env(database_url: str, **overrides: str) -> dict[str, str]:
         "DB_PREPARED_STATEMENTS": "auto",
     }
     return services.service_env(database_url, SECRET, **(defaults | overrides))
+
+
+def run_python(
+    program: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`program` run by this interpreter in a child process from the project root, with
+    `args` as sys.argv[1:] (text output captured, 60 s at most, the exit status unchecked)."""
+    return subprocess.run(
+        [sys.executable, "-c", program, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
-from tests.support import ROOT, make_token
+from tests.support import make_token, run_python
 
 # Key order is what the stdlib path (ProcessorFormatter) wrote before: the call's fields,
 # then `event`, the context (in the contextvars' own order), then the shared chain's keys.
@@ -50,16 +48,8 @@ def run(*args: str) -> str:
     # Block-buffered stdout (a pipe, as under a container's log collector): only the flush
     # after every line gets the last one out before os._exit.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stderr == ""
+    done = run_python(PROGRAM, *args, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout
 
 
@@ -124,8 +114,6 @@ sys.stdout.close()
 structlog.get_logger("tasks_api.access").info("request", status=200)
 print("still running", file=sys.stderr)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = run_python(program)
     assert done.returncode == 0, done.stderr
     assert "--- Logging error ---" in done.stderr and "still running" in done.stderr

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from observability.logging import REDACTED, redact_secrets
-from tests.support import ROOT, make_token
+from tests.support import make_token, run_python
 
 PROGRAM = """
 import logging, sys
@@ -29,15 +27,8 @@ except ValueError:
 
 
 def run(fmt: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, fmt],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stderr == ""
+    done = run_python(PROGRAM, fmt)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout
 
 
