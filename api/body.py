@@ -15,8 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import structlog
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 #: The 413 envelope, prebuilt: it is written below FastAPI, where no exception handler runs.
 TOO_LARGE_DETAIL: Final = "Request body too large"
+#: FastAPI's detail for a body it could not read (fastapi.routing.get_request_handler).
+UNREADABLE_BODY_DETAIL: Final = "There was an error parsing the body"
 _JSON_CONTENT_TYPE: Final = b"application/json"
 
 
@@ -136,9 +139,14 @@ async def _check_presence(request: StrictJSONRequest, *, required: bool) -> None
     optional (PATCH …/complete: no body toggles) only a missing body means "no body", and
     JSON `null` is valid JSON of the wrong shape (422), never a toggle a retry would undo.
 
-    Raises RequestValidationError (`json_invalid`: 400; `model_type`: 422).
+    Raises RequestValidationError (`json_invalid`: 400; `model_type`: 422), and HTTPException
+    400 when the client leaves before the body is complete, as FastAPI's handler answers a
+    body it cannot read (never ClientDisconnect, which would be a logged 500).
     """
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect as exc:
+        raise HTTPException(400, UNREADABLE_BODY_DETAIL) from exc
     if not raw.strip():
         if required:
             raise RequestValidationError(

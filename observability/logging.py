@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.config
 import os
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import structlog
 
@@ -36,16 +37,48 @@ def _scrub(value: str) -> str:
     return _URL_PASSWORD.sub(r"\g<scheme>:" + REDACTED + "@", value)
 
 
+def _redact_nested(value: Any) -> Any:
+    """`value` (a dict, list or tuple field, or anything inside one) masked as a field is: a
+    secret key's value replaced, strings scrubbed; other values as they are."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and key.lower() in _SECRET_KEYS
+            else _redact_nested(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_nested(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_redact_nested(item) for item in value)
+    return value
+
+
 def redact_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Mask tokens, Authorization values and URL passwords in every string field."""
+    """Mask tokens, Authorization values and URL passwords in every string field, also inside
+    dict, list and tuple fields (e.g. a logged mapping of headers)."""
     for key, value in list(event_dict.items()):
         if key.lower() in _SECRET_KEYS:
             event_dict[key] = REDACTED
         elif isinstance(value, str):
             event_dict[key] = _scrub(value)
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = _redact_nested(value)
     return event_dict
+
+
+def _masked_traceback(sio: TextIO, exc_info: Any) -> None:
+    """LOG_FORMAT=console's exception formatter. ConsoleRenderer formats `exc_info` itself,
+    after redact_secrets ran, so its text is masked here: structlog's plain traceback (never
+    a pretty one with frame locals, where any secret could sit unrecognisable), scrubbed as
+    json's `exception` field is."""
+    text = io.StringIO()
+    structlog.dev.plain_traceback(text, exc_info)
+    sio.write(_scrub(text.getvalue()))
 
 
 def _drop_color_message(
@@ -78,8 +111,13 @@ def _final_processors(fmt: str) -> list[Any]:
     """The processors that turn an event dict into its line (a str without the newline): the
     same for structlog's own events and for stdlib records, so both have one shape."""
     if fmt == "console":
-        # The console renderer formats exceptions itself (readably); no format_exc_info.
-        return [redact_secrets, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
+        # The console renderer formats exceptions itself (_masked_traceback); no format_exc_info.
+        return [
+            redact_secrets,
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stdout.isatty(), exception_formatter=_masked_traceback
+            ),
+        ]
     return [
         structlog.processors.format_exc_info,
         redact_secrets,

@@ -291,3 +291,53 @@ async def test_paths_and_headers_answer_alike(
     body = json.dumps({"title": "two keys"})
     await _both(client, unbound_client, "POST", base, headers, _without_identity, content=body,
                 headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("POST", ""), ("PUT", "/1"), ("PATCH", "/1/complete")]
+)
+async def test_a_client_that_leaves_mid_body_gets_fastapis_400_not_an_unhandled_500(
+    app: FastAPI, user_id: str, method: str, suffix: str
+) -> None:
+    """A body cut off by the client's disconnect: FastAPI's handler answers a body it cannot
+    read with 400 "There was an error parsing the body"; the route's own read of the body
+    (api/body.py `_check_presence`) must too, not let ClientDisconnect become a logged 500
+    (an error line with a traceback, and a 5xx in the access line and metrics, that any
+    client could produce at will)."""
+    headers = [
+        (k.lower().encode(), v.encode())
+        for k, v in {**auth(user_id), "Content-Type": "application/json"}.items()
+    ] + [(b"content-length", b"100"), (b"host", b"testserver")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": f"/api/{user_id}/tasks{suffix}",
+        "raw_path": f"/api/{user_id}/tasks{suffix}".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"title"', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert json.loads(body) == {"status_code": 400, "detail": "There was an error parsing the body"}

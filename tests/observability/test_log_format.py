@@ -93,3 +93,56 @@ def test_each_credential_shape_is_masked_on_its_own(value: str, secret: str) -> 
 def test_values_without_credentials_are_left_alone() -> None:
     fields = {"event": "request", "route": "/api/{user_id}/tasks", "method": "GET", "status": 200}
     assert redact_secrets(None, "info", dict(fields)) == fields
+
+
+def test_credentials_inside_nested_fields_are_masked() -> None:
+    """A field whose value is a dict, list or tuple (headers, a list of URLs) is masked inside
+    as a string field is: by key (`authorization`…) and by shape (JWT, bearer, URL password)."""
+    token = make_token("user-1")
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "x",
+            "headers": {"Authorization": f"Bearer {token}", "accept": "application/json"},
+            "items": [token, {"url": "postgresql://app:s3cret@db/tasks"}],
+            "pair": ("redis://:pw-9@cache:6379", 3),
+        },
+    )
+    text = json.dumps(event)
+    assert token not in text and "s3cret" not in text and "pw-9" not in text
+    assert event["headers"] == {"Authorization": REDACTED, "accept": "application/json"}
+    assert event["items"][1] == {"url": f"postgresql://app:{REDACTED}@db/tasks"}
+    assert isinstance(event["pair"], tuple) and event["pair"][1] == 3
+
+
+LEAKY_EXCEPTION = """
+import sys
+import structlog
+from observability.logging import configure_logging
+configure_logging(level="INFO", fmt=sys.argv[1])
+log = structlog.get_logger("tasks_api.test")
+secret_local = "Bearer {token}"
+try:
+    raise ValueError("refused {token} at postgresql://app:s3cret@db/tasks")
+except ValueError as exc:
+    log.error("unhandled_error", exc_info=exc)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_credentials_in_a_logged_exception_are_masked_in_both_formats(fmt: str) -> None:
+    """An exception's message (and, in a pretty traceback, its frames' locals) is output too:
+    LOG_FORMAT=console masks it as json does."""
+    token = make_token("user-1")
+    done = subprocess.run(
+        [sys.executable, "-c", LEAKY_EXCEPTION.replace("{token}", token), fmt],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "unhandled_error" in done.stdout and "ValueError" in done.stdout
+    assert token not in done.stdout and token[:40] not in done.stdout
+    assert "s3cret" not in done.stdout
