@@ -135,14 +135,8 @@ def test_credentials_in_a_logged_exception_are_masked_in_both_formats(fmt: str) 
     """An exception's message (and, in a pretty traceback, its frames' locals) is output too:
     LOG_FORMAT=console masks it as json does."""
     token = make_token("user-1")
-    done = subprocess.run(
-        [sys.executable, "-c", LEAKY_EXCEPTION.replace("{token}", token), fmt],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(LEAKY_EXCEPTION.replace("{token}", token), fmt)
+    assert done.returncode == 0, done.stderr
     assert "unhandled_error" in done.stdout and "ValueError" in done.stdout
     assert token not in done.stdout and token[:40] not in done.stdout
     assert "s3cret" not in done.stdout
