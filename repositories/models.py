@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     PlainSerializer,
     StrictBool,
-    field_serializer,
+    TypeAdapter,
 )
 from sqlalchemy import (
     BigInteger,
@@ -212,6 +212,10 @@ def utc_isoformat(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+#: A timestamp written by `utc_isoformat`.
+UTCTimestamp = Annotated[datetime, PlainSerializer(utc_isoformat, return_type=str)]
+
+
 # A task as the API returns it (contract, "Endpoints"): the schema OpenAPI documents.
 class TaskPublic(SQLModel):
     id: int
@@ -219,15 +223,8 @@ class TaskPublic(SQLModel):
     title: str
     description: str | None
     completed: bool
-    created_at: datetime
-    updated_at: datetime
-
-    @field_serializer("created_at", "updated_at")
-    def _utc(self, value: datetime) -> str:
-        return utc_isoformat(value)
-
-
-UTCTimestamp = Annotated[datetime, PlainSerializer(utc_isoformat, return_type=str)]
+    created_at: UTCTimestamp
+    updated_at: UTCTimestamp
 
 
 class TaskRow(TypedDict):
@@ -243,6 +240,11 @@ class TaskRow(TypedDict):
     completed: bool
     created_at: UTCTimestamp
     updated_at: UTCTimestamp
+
+
+#: TaskRow's validation (rows in) and serialisation (JSON out), for one and for a list.
+TASK_ROW: Final = TypeAdapter(TaskRow)
+TASK_ROWS: Final = TypeAdapter(list[TaskRow])
 
 
 # Every error body (contract, "Errors"): {"status_code": int, "detail": str}.

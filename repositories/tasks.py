@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, LiteralString
 
-from pydantic import TypeAdapter
-
 from repositories.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     PreconditionFailed,
     TaskNotFound,
 )
-from repositories.models import TaskRow
+from repositories.models import TASK_ROW, TASK_ROWS, TaskRow
 from repositories.pool import TasksPool
 from repositories.queries import LIST_STATEMENTS, Q
 from repositories.statements import Row, run_statement
@@ -76,8 +74,8 @@ class IdempotentCreate:
 
 #: Rows validated in pydantic-core into plain TaskRow dicts: no model instance per row
 #: (SQLModel's `__init__` and `__new__` were half of a list's row cost).
-_VALIDATE_TASK: Final = TypeAdapter(TaskRow).validate_python
-_VALIDATE_TASKS: Final = TypeAdapter(list[TaskRow]).validate_python
+_VALIDATE_TASK: Final = TASK_ROW.validate_python
+_VALIDATE_TASKS: Final = TASK_ROWS.validate_python
 
 
 def _task(row: Row) -> TaskRow:
