@@ -74,7 +74,7 @@ class Binding:
         self._dependencies = [
             (d.name, _TWINS[d.call], inspect.iscoroutinefunction(_TWINS[d.call]))
             for d in dependant.dependencies
-            if d.call is not None and d.name is not None
+            if d.call is not None and d.name is not None  # always (`of`); narrows the types
         ]
         self._query = [(f.name, f.alias, f.required, f.default, f) for f in dependant.query_params]
         # FastAPI validates a single, not embedded body with the parameter's own field.
@@ -115,9 +115,8 @@ class Binding:
     async def bind(self, request: Request) -> dict[str, Any] | None:
         """The endpoint's keyword arguments for `request`, or None when a query parameter or
         the body is invalid, or the app has `dependency_overrides` (FastAPI's handler then
-        answers). Raises what the dependencies'
-        twins raise (TaskNotFound, HTTPException), in declaration order, before any query or
-        body check, as FastAPI's solving does. The body, if any, must already be read."""
+        answers). Raises what the dependencies' twins raise (TaskNotFound, HTTPException), in
+        declaration order, before any query or body check, as FastAPI's solving does."""
         if getattr(self._overrides, "dependency_overrides", None):
             return None  # FastAPI applies the overrides
         values: dict[str, Any] = {}
