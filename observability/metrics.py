@@ -7,6 +7,7 @@ of the live workers are summed (observability/multiprocess.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 from collections.abc import Mapping
@@ -33,16 +34,15 @@ REQUESTS_REFUSED = Counter(
 )
 
 
-# statement name -> its labelled child: `labels()` takes a lock and validates on every call.
-_sql_children: dict[str, Any] = {}
+@functools.cache
+def _sql_child(statement: str) -> Any:
+    # `labels()` takes a lock and validates on every call; the names are a fixed set.
+    return SQL_DURATION.labels(statement=statement)
 
 
 def observe_sql(statement: str, seconds: float) -> None:
     """Record one statement's time in seconds, by its `-- name:` in sql/ (a bounded label)."""
-    child = _sql_children.get(statement)
-    if child is None:
-        child = _sql_children[statement] = SQL_DURATION.labels(statement=statement)
-    child.observe(seconds)
+    _sql_child(statement).observe(seconds)
 
 
 def count_auth_failure(reason: str) -> None:

@@ -9,6 +9,7 @@ Streaming responses pass through untouched.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -43,10 +44,16 @@ HTTP_DURATION = Histogram(
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
-# (handler, method, status) -> the two labelled children: `labels()` takes a lock and
-# validates on every call. Bounded: handlers are route templates or "none", methods are the
-# few httptools parses, statuses are ours.
-_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+@functools.cache
+def _http_children(handler: str, method: str, status: str) -> tuple[Any, Any]:
+    # The two labelled children: `labels()` takes a lock and validates on every call.
+    # Bounded: handlers are route templates or "none", methods are the few httptools parses,
+    # statuses are ours.
+    return HTTP_REQUESTS.labels(handler, method, status), HTTP_DURATION.labels(
+        handler, method, status
+    )
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -83,12 +90,9 @@ def record_request(scope: Scope, status: int, seconds: float) -> None:
         handler == "none" and method == "OPTIONS" and _is_preflight(scope)
     ):
         return
-    key = (handler, method, str(status))
-    children = _children.get(key)
-    if children is None:
-        children = _children[key] = (HTTP_REQUESTS.labels(*key), HTTP_DURATION.labels(*key))
-    children[0].inc()
-    children[1].observe(seconds)
+    requests, duration = _http_children(handler, method, str(status))
+    requests.inc()
+    duration.observe(seconds)
 
 
 class RequestContextMiddleware:
