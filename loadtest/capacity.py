@@ -9,7 +9,9 @@ users and tasks, dropped at the end), both pinned with `taskset` to one core and
 other. Each (endpoint, concurrency) is measured for the service, then for the ceiling (and
 for a `--baseline` checkout of the service when asked), and that round is repeated `--runs`
 times. Per measurement: requests/s from wrk; CPU ms per request from
-/proc/<pid>/stat (utime + stime of the app's process tree) around the wrk run; database
+/proc/<pid>/stat (utime + stime of the app's process tree) around the wrk run; PostgreSQL CPU
+ms per request the same way for the whole server (postmaster and every child: backends,
+WAL writer, ...; only when it runs on this machine, else `-`); database
 transactions per request from pg_stat_database (xact_commit + xact_rollback of the app's own
 database); non-2xx and socket errors from wrk, and a measurement with any is invalid (exit 1).
 Speed never fails the command. Everything started is stopped; every wait has a deadline.
@@ -91,6 +93,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def postmaster_pid(server_url: str) -> int | None:
+    """The PID of the PostgreSQL server at `server_url` when it runs on this machine (its
+    data directory's postmaster.pid is readable), else None."""
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        assert row is not None
+        return int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    except (psycopg.Error, OSError, ValueError, IndexError):
+        return None
+
+
 def transactions(server_url: str, dbname: str) -> int:
     """xact_commit + xact_rollback of `dbname`, read through the server's own database (so the
     reading is not counted)."""
@@ -147,6 +161,8 @@ class Measurement:
     cpu_seconds: float
     xact_before: int
     xact_per_request: float | None = None
+    #: the whole PostgreSQL server's CPU during the run (None: not on this machine)
+    db_cpu_seconds: float | None = None
 
     @property
     def rps(self) -> float:
@@ -155,6 +171,12 @@ class Measurement:
     @property
     def cpu_ms(self) -> float:
         return 1000 * self.cpu_seconds / self.wrk.requests if self.wrk.requests else 0.0
+
+    @property
+    def db_cpu_ms(self) -> float | None:
+        if self.db_cpu_seconds is None or not self.wrk.requests:
+            return None
+        return 1000 * self.db_cpu_seconds / self.wrk.requests
 
     @property
     def valid(self) -> bool:
@@ -172,6 +194,7 @@ class App:
     dbname: str
     touch_path: str
     touch_headers: dict[str, str]
+    postmaster: int | None = None
     last_load_end: float = 0.0
     pending: Measurement | None = None
     done: list[Measurement] = field(default_factory=list)
@@ -203,11 +226,15 @@ class App:
 
     def measure(self, endpoint: str, connections: int, seconds: int, data: Path) -> Measurement:
         xact = self.settle()
+        db = cpu_seconds(self.postmaster) if self.postmaster else None
         cpu = cpu_seconds(self.pid)
         result = run_wrk(self.base, endpoint, connections, seconds, data, core="1")
         used = cpu_seconds(self.pid) - cpu
+        db_used = cpu_seconds(self.postmaster) - db if self.postmaster and db is not None else None
         self.last_load_end = time.monotonic()
-        self.pending = Measurement(self.name, endpoint, connections, result, used, xact)
+        self.pending = Measurement(
+            self.name, endpoint, connections, result, used, xact, db_cpu_seconds=db_used
+        )
         return self.pending
 
 
@@ -315,6 +342,7 @@ def started(
             app = App(
                 name, base, proc.pid, server_url, database_name(database_url),
                 f"/api/{user}/tasks", {"Authorization": f"Bearer {mint_token(user, secret)}"},
+                postmaster_pid(server_url),
             )  # fmt: skip
             yield app, tasks
 
@@ -355,9 +383,9 @@ def table(measurements: list[Measurement], runs: int, seconds: float) -> str:
     lines = [
         f"Medians (min..max) of {runs} interleaved run(s) of {seconds:g} s; wrk 1 thread.",
         "",
-        "| endpoint | c | system | req/s | CPU ms/request | DB transactions/request "
-        "| p50 ms | p99 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| endpoint | c | system | req/s | CPU ms/request | PostgreSQL CPU ms/request "
+        "| DB transactions/request | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for endpoint, conns in keys:
         for system in SYSTEMS:
@@ -365,9 +393,11 @@ def table(measurements: list[Measurement], runs: int, seconds: float) -> str:
             if not ms:
                 continue
             xact = [m.xact_per_request for m in ms if m.xact_per_request is not None]
+            db_cpu = [m.db_cpu_ms for m in ms if m.db_cpu_ms is not None]
             lines.append(
                 f"| {endpoint} | {conns} | {system} | {spread([m.rps for m in ms], '{:.0f}')} "
-                f"| {spread([m.cpu_ms for m in ms], '{:.2f}')} | {spread(xact, '{:.2f}')} "
+                f"| {spread([m.cpu_ms for m in ms], '{:.2f}')} | {spread(db_cpu, '{:.2f}')} "
+                f"| {spread(xact, '{:.2f}')} "
                 f"| {spread([m.wrk.p50_ms for m in ms], '{:.1f}')} "
                 f"| {spread([m.wrk.p99_ms for m in ms], '{:.1f}')} "
                 f"| {sum(m.wrk.errors for m in ms)} |"
@@ -496,7 +526,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"profile: {svg}", flush=True)
     report = table(measurements, args.runs, args.duration)
     (out / "capacity.md").write_text(report + "\n", encoding="utf-8")
-    raw = [asdict(m) | {"rps": m.rps, "cpu_ms": m.cpu_ms} for m in measurements]
+    raw = [
+        asdict(m) | {"rps": m.rps, "cpu_ms": m.cpu_ms, "db_cpu_ms": m.db_cpu_ms}
+        for m in measurements
+    ]
     (out / "measurements.json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
     print(report)
     print(f"report: {out / 'capacity.md'}")

@@ -9,15 +9,18 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from loadtest.capacity import Measurement, WrkResult, cpu_seconds, table
+from loadtest.capacity import Measurement, WrkResult, cpu_seconds, postmaster_pid, table
 from loadtest.services import create_database, database_name, drop_database
 
 
-def measurement(system: str, requests: int, cpu: float, errors: int = 0) -> Measurement:
+def measurement(
+    system: str, requests: int, cpu: float, errors: int = 0, db_cpu: float | None = None
+) -> Measurement:
     return Measurement(
         system=system,
         endpoint="list",
@@ -26,15 +29,36 @@ def measurement(system: str, requests: int, cpu: float, errors: int = 0) -> Meas
         cpu_seconds=cpu,
         xact_before=0,
         xact_per_request=1.0,
+        db_cpu_seconds=db_cpu,
     )
 
 
 def test_ratios_are_service_over_ceiling() -> None:
     # service: 400 req/s at 2 ms CPU each; ceiling: 800 req/s at 1 ms.
     rows = table([measurement("service", 4000, 8.0), measurement("ceiling", 8000, 8.0)], 1, 10)
-    assert "| list | 10 | service | 400 (400..400) | 2.00 (2.00..2.00) |" in rows
-    assert "| list | 10 | ceiling | 800 (800..800) | 1.00 (1.00..1.00) |" in rows
+    assert "| list | 10 | service | 400 (400..400) | 2.00 (2.00..2.00) | - |" in rows
+    assert "| list | 10 | ceiling | 800 (800..800) | 1.00 (1.00..1.00) | - |" in rows
     assert "| list | 10 | 0.50 | 2.00 |" in rows
+
+
+def test_postgresql_cpu_is_per_request_too() -> None:
+    # 4000 requests and 2 s of the server's CPU: 0.50 ms each.
+    rows = table([measurement("service", 4000, 8.0, db_cpu=2.0)], 1, 10)
+    assert (
+        "| list | 10 | service | 400 (400..400) | 2.00 (2.00..2.00) | 0.50 (0.50..0.50) |" in rows
+    )
+
+
+def test_the_postmaster_of_the_local_server_is_found(pg_server_url: str) -> None:
+    """The test server runs on this machine: its postmaster is a live process whose children
+    include the backend serving this connection."""
+    pid = postmaster_pid(pg_server_url)
+    assert pid is not None
+    with psycopg.connect(pg_server_url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        stat = Path(f"/proc/{row[0]}/stat").read_text()
+    assert int(stat[stat.rindex(")") + 2 :].split()[1]) == pid  # the backend's parent
 
 
 def test_medians_with_spread_over_runs() -> None:
