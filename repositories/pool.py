@@ -25,10 +25,11 @@ import os
 import select
 import socket
 import weakref
+from collections.abc import Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any, Final, LiteralString
+from typing import Any, Final, LiteralString, TypeVar
 
 import psycopg
 import structlog
@@ -197,31 +198,82 @@ def _shutdown_socket(conn: AsyncConnection[Any]) -> None:
             sock.close()
 
 
+T = TypeVar("T")
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Mark an abandoned statement's outcome as seen: the caller reports the deadline."""
+    """Mark a detached task's outcome as seen (its caller may have stopped waiting)."""
     if not task.cancelled():
         task.exception()
 
 
-async def _cancel_and_close(conn: AsyncConnection[Any], task: asyncio.Task[Any]) -> None:
-    """Cancel the running statement on the server, then close the connection for good.
+async def detached(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` (statements through the pool) in a task of its own: cancelling the caller
+    (e.g. `/ready`'s own 2 s timeout) stops only the caller's wait, never psycopg's
+    (`execute_bounded`); the task ends by its statements' own deadlines. Its result, or
+    its exception."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
 
-    Bounded by CANCEL_BUDGET. A cancel request can arrive after the statement finished, so
-    a connection is never reused after one (it could cancel the next statement).
-    """
-    with suppress(Exception):
-        await asyncio.wait_for(conn.cancel_safe(timeout=CANCEL_TIMEOUT), CANCEL_TIMEOUT)
-    await asyncio.wait({task}, timeout=CANCEL_SETTLE)
-    if not task.done():
-        _shutdown_socket(conn)
-        await asyncio.wait({task}, timeout=CLOSE_WAIT)
-    if not task.done():
-        task.cancel()
-        task.add_done_callback(_retrieve)
-    else:
-        _retrieve(task)
-    with suppress(Exception):
-        await conn.close()
+
+class _Deadline:
+    """The deadline of one statement in `execute_bounded`: a timer, and what it started."""
+
+    __slots__ = ("caller", "cancelled_caller", "cleanup", "conn", "finished")
+
+    def __init__(self, conn: AsyncConnection[Any], caller: asyncio.Task[Any] | None) -> None:
+        self.conn = conn
+        self.caller = caller
+        self.finished: asyncio.Future[None] | None = None  # set once the statement is over
+        self.cleanup: asyncio.Task[None] | None = None  # _cancel_then_shut_down, once fired
+        self.cancelled_caller = False
+
+    @property
+    def fired(self) -> bool:
+        return self.cleanup is not None
+
+    def expire(self) -> None:
+        """The timer's callback: start stopping the statement, in a task of its own."""
+        self.finished = asyncio.get_running_loop().create_future()
+        self.cleanup = asyncio.ensure_future(self._cancel_then_shut_down(self.finished))
+        _background.add(self.cleanup)
+        self.cleanup.add_done_callback(_background.discard)
+
+    async def _cancel_then_shut_down(self, finished: asyncio.Future[None]) -> None:
+        """Cancel the statement on the server (CANCEL_TIMEOUT), give it CANCEL_SETTLE to
+        end, then shut the socket down so that the caller's wait ends at once (CLOSE_WAIT).
+        Bounded by CANCEL_BUDGET."""
+        with suppress(Exception):
+            await asyncio.wait_for(self.conn.cancel_safe(timeout=CANCEL_TIMEOUT), CANCEL_TIMEOUT)
+        await asyncio.wait({finished}, timeout=CANCEL_SETTLE)
+        if not finished.done():
+            _shutdown_socket(self.conn)
+            await asyncio.wait({finished}, timeout=CLOSE_WAIT)
+        if not finished.done() and self.caller is not None:
+            # Last resort, never seen: psycopg's own cancellation handling, itself bounded
+            # (a 5 s cancel, then 5 s for the statement, then the connection is finished).
+            self.cancelled_caller = True
+            self.caller.cancel()
+
+    def over(self, timer: asyncio.TimerHandle) -> None:
+        """The statement is over (any outcome, a cancellation included): stop the timer, and
+        tell a running clean-up, so that it never touches the caller again."""
+        timer.cancel()
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    async def settle(self) -> None:
+        """After `over`, once the deadline fired: let the clean-up end, then close the
+        connection for good. A cancel request can arrive after the statement finished, so
+        a connection is never reused after one (it could cancel the next statement)."""
+        if self.cleanup is not None:
+            with suppress(Exception):
+                await self.cleanup
+        with suppress(Exception):
+            await self.conn.close()
 
 
 async def execute_bounded(
@@ -237,33 +289,46 @@ async def execute_bounded(
     seconds (plus at most CANCEL_BUDGET to cancel it and close the connection), or the
     driver's error.
 
-    The statement runs in a task of its own so that neither the deadline nor a caller's
-    cancellation reaches psycopg's wait: psycopg would then wait up to 5 + 5 s for the
-    server to confirm a cancel, which a silent server (a paused PgBouncer) never does.
+    The statement runs in the caller's task, watched by a timer (`_Deadline`) rather than
+    by a cancellation: cancelling a task inside psycopg's wait makes psycopg wait up to
+    5 + 5 s for the server to confirm a cancel, which a silent server (a paused PgBouncer)
+    never does. At the deadline the timer cancels the statement on the server and then
+    shuts the socket down, so the wait ends with the statement's result or an error, and
+    the connection is closed, never reused. (It ran in a task of its own before: two more
+    turns of the event loop per statement, 12 % of the toggle's throughput at c=10,
+    loadtest/README.md.) Callers bound it with `within`, never by cancelling it: one that
+    must stop waiting sooner awaits it through `detached`. A caller cancelled anyway (a
+    forced shutdown) gets psycopg's own bounded handling, and the connection closed.
     """
-
-    async def run() -> list[Any]:
+    deadline = _Deadline(conn, asyncio.current_task())
+    timer = asyncio.get_running_loop().call_later(max(within, 0.0), deadline.expire)
+    try:
         cur = conn.cursor(row_factory=row_factory) if row_factory else conn.cursor()
         await cur.execute(query, params, prepare=prepare)
-        return await cur.fetchall() if cur.description is not None else []
-
-    task = asyncio.ensure_future(run())
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max(within, 0.0))
+        rows = await cur.fetchall() if cur.description is not None else []
     except asyncio.CancelledError:
-        # The caller gave up (e.g. /ready's own 2 s): stop the statement in the background.
-        cleanup = asyncio.ensure_future(_cancel_and_close(conn, task))
-        _background.add(cleanup)
-        cleanup.add_done_callback(_background.discard)
+        deadline.over(timer)
+        if deadline.cancelled_caller:  # our own last resort: report the deadline
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await deadline.settle()
+            raise StatementTimeout(f"statement not finished within {within:.2f}s") from None
+        with suppress(Exception):
+            await conn.close()  # psycopg's handler sent a cancel: never reuse it
         raise
-    if done:
-        return task.result()
-    await _cancel_and_close(conn, task)
-    if task.done() and not task.cancelled() and task.exception() is None:
+    except Exception as exc:
+        deadline.over(timer)
+        if not deadline.fired:
+            raise
+        await deadline.settle()
+        raise StatementTimeout(f"statement not finished within {within:.2f}s; cancelled") from exc
+    deadline.over(timer)
+    if deadline.fired:
         # It finished while being cancelled: its result stands (a write did commit), and
         # reporting it is more truthful than an error the client would retry.
-        return task.result()
-    raise StatementTimeout(f"statement not finished within {within:.2f}s; cancelled")
+        await deadline.settle()
+    return rows
 
 
 # --- the pool -------------------------------------------------------------------------
@@ -431,7 +496,7 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
                 conn, query, params, within=within, row_factory=row_factory
             )
         except asyncio.CancelledError:
-            # execute_bounded is cancelling and closing it in the background.
+            # execute_bounded closed it (psycopg's handler may have sent a cancel).
             _hand_back_later(self, conn)
             raise
         except StatementTimeout:
@@ -450,8 +515,8 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
 
 
 def _hand_back_later(pool: TasksPool, conn: AsyncConnection[Any]) -> None:
-    """Give `conn` back to `pool` once the background cancel has closed it (or after about
-    5 * CANCEL_BUDGET, closing it ourselves): a cancelled request must not leak a slot."""
+    """Give `conn` back to `pool` once it is closed (or after about 5 * CANCEL_BUDGET,
+    closing it ourselves), from a task of its own: a cancelled request must not leak a slot."""
 
     async def later() -> None:
         for _ in range(50):

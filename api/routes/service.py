@@ -15,7 +15,7 @@ from api.routing import HTTPRoute
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
 from repositories.migrations import latest_version
-from repositories.pool import TasksPool
+from repositories.pool import TasksPool, detached
 from repositories.service import schema_version
 
 #: Contract, "Database faults": `/ready` answers 503 within 2 s whatever the database does.
@@ -60,9 +60,10 @@ async def ready(request: Request) -> Any:
         return error_response(503, "Starting up")
     try:
         # A probe must answer before its own timeout, even while requests wait out
-        # DB_POOL_TIMEOUT for a connection.
+        # DB_POOL_TIMEOUT for a connection. Detached: the timeout ends this wait, and the
+        # statement ends by its own deadline (repositories/pool.py execute_bounded).
         async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
-            version = await schema_version(pool)
+            version = await detached(schema_version(pool))
     except (DatabaseUnavailable, TimeoutError):
         return error_response(
             503, "Database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}

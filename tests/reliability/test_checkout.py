@@ -80,3 +80,27 @@ async def test_a_terminated_connection_is_replaced_even_inside_the_window(
         after = await _pid(one_connection)  # no error: the dead connection was not handed out
         assert after != before
     assert checks, "the dead connection was not checked"
+
+
+async def test_a_statement_runs_in_the_callers_task(one_connection: TasksPool) -> None:
+    """No task per statement in steady state: the deadline is a timer, not a task of its own
+    (repositories/pool.py execute_bounded). A task cost two more turns of the event loop per
+    statement, 12 % of the toggle's throughput at c=10 (loadtest/README.md)."""
+    await _pid(one_connection)  # the connection is fresh from now on
+    loop = asyncio.get_running_loop()
+    created: list[object] = []
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        created.append(coro)
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        for _ in range(10):
+            await _pid(one_connection)
+    finally:
+        loop.set_task_factory(previous)
+    assert created == [], f"{len(created)} task(s) for 10 statements"

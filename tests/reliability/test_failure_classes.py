@@ -6,15 +6,17 @@ test server (directly on PostgreSQL over TCP, so the server-side statement_timeo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, LiteralString
 
+import psycopg
 import pytest
 import pytest_asyncio
 
 from repositories.errors import DatabaseUnavailable
-from repositories.pool import TasksPool, build_pool
+from repositories.pool import TasksPool, build_pool, detached
 from repositories.statements import run_statement
 from repositories.tasks import TaskRepository
 
@@ -98,3 +100,25 @@ async def test_a_terminated_connection_is_unavailable_for_a_write(
     with pytest.raises(DatabaseUnavailable):
         await _exec(pool, "suicide", "SELECT pg_terminate_backend(pg_backend_pid())")
     assert await _pid(pool)
+
+
+async def test_a_caller_that_stops_waiting_never_cancels_the_statement(
+    repo: tuple[TaskRepository, TasksPool], database_url: str
+) -> None:
+    """`/ready`'s way (`detached`): its own timeout ends its wait at once, and the statement
+    goes on to its own deadline. Cancelled inside psycopg's wait, psycopg would cancel it on
+    the server first, waiting up to 5 + 5 s for a silent one (repositories/pool.py)."""
+    _, pool = repo
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await detached(_exec(pool, "sleep", "SELECT pg_sleep(0.45)"))
+    assert time.monotonic() - started < 0.4
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        running = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(0.45)'"
+            " AND state = 'active'"
+        ).fetchone()
+    assert running == (1,), "the statement was cancelled with its caller"
+    await asyncio.sleep(0.5)
+    assert await _pid(pool)  # it ended, and the connection came back
