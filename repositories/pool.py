@@ -207,16 +207,16 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def detached(coro: Coroutine[Any, Any, T]) -> T:
-    """Await `coro` (statements through the pool) in a task of its own: cancelling the caller
-    (e.g. `/ready`'s own 2 s timeout) stops only the caller's wait, never psycopg's
-    (`execute_bounded`); the task ends by its statements' own deadlines. Its result, or
-    its exception."""
+def detach(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run `coro` (statements through the pool) in a task of its own, kept referenced and
+    its outcome retrieved. Await it through `asyncio.shield`: cancelling the waiter (e.g.
+    `/ready`'s own 2 s timeout) then stops only the wait, never psycopg's
+    (`execute_bounded`), and the task ends by its statements' own deadlines."""
     task = asyncio.ensure_future(coro)
     _background.add(task)
     task.add_done_callback(_background.discard)
     task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)
+    return task
 
 
 class _Deadline:
@@ -297,7 +297,7 @@ async def execute_bounded(
     the connection is closed, never reused. (It ran in a task of its own before: two more
     turns of the event loop per statement, 12 % of the toggle's throughput at c=10,
     loadtest/README.md.) Callers bound it with `within`, never by cancelling it: one that
-    must stop waiting sooner awaits it through `detached`. A caller cancelled anyway (a
+    must stop waiting sooner awaits it in a task of its own (`detach`). A caller cancelled anyway (a
     forced shutdown) gets psycopg's own bounded handling, and the connection closed.
     """
     deadline = _Deadline(conn, asyncio.current_task())

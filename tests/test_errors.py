@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 
@@ -130,6 +131,28 @@ async def test_ready_reports_the_schema_version(client: httpx.AsyncClient) -> No
     response = await client.get("/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "schema_version": latest_version()}
+
+
+async def test_probes_on_a_slow_database_share_one_statement(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """Probes that arrive while a readiness statement runs wait for that one: a hammered
+    /ready on a slow database holds one pool connection, not one per probe, each kept to
+    its own deadline (red team: task requests then got 500 for want of a connection)."""
+    waiting_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE '%FROM schema_migrations%'"
+    )
+    with (
+        psycopg.connect(database_url) as locker,
+        psycopg.connect(database_url, autocommit=True) as admin,
+    ):
+        locker.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        answers = await asyncio.gather(*(client.get("/ready") for _ in range(8)))
+        waiting = admin.execute(waiting_sql).fetchone()
+        locker.rollback()
+    assert [a.status_code for a in answers] == [503] * 8
+    assert waiting == (1,), waiting
 
 
 async def test_unexpected_error_is_a_bare_500_envelope(

@@ -15,7 +15,7 @@ from api.routing import HTTPRoute
 from api.settings import Settings
 from repositories.errors import DatabaseUnavailable
 from repositories.migrations import latest_version
-from repositories.pool import TasksPool, detached
+from repositories.pool import TasksPool, detach
 from repositories.service import schema_version
 
 #: Contract, "Database faults": `/ready` answers 503 within 2 s whatever the database does.
@@ -60,10 +60,15 @@ async def ready(request: Request) -> Any:
         return error_response(503, "Starting up")
     try:
         # A probe must answer before its own timeout, even while requests wait out
-        # DB_POOL_TIMEOUT for a connection. Detached: the timeout ends this wait, and the
-        # statement ends by its own deadline (repositories/pool.py execute_bounded).
+        # DB_POOL_TIMEOUT for a connection. The statement runs in a task of its own: the
+        # timeout ends this wait, and the statement ends by its own deadline (never
+        # cancelled: repositories/pool.py execute_bounded). Probes that arrive while one
+        # runs share it, so a hammered /ready on a slow database holds one connection.
+        probe: asyncio.Task[int] | None = getattr(request.app.state, "ready_probe", None)
+        if probe is None or probe.done():
+            probe = request.app.state.ready_probe = detach(schema_version(pool))
         async with asyncio.timeout(min(READY_TIMEOUT_SECONDS, settings.db_pool_timeout)):
-            version = await detached(schema_version(pool))
+            version = await asyncio.shield(probe)
     except (DatabaseUnavailable, TimeoutError):
         return error_response(
             503, "Database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from repositories.errors import DatabaseUnavailable
-from repositories.pool import TasksPool, build_pool, detached
+from repositories.pool import TasksPool, build_pool, detach
 from repositories.statements import run_statement
 from repositories.tasks import TaskRepository
 
@@ -105,14 +105,15 @@ async def test_a_terminated_connection_is_unavailable_for_a_write(
 async def test_a_caller_that_stops_waiting_never_cancels_the_statement(
     repo: tuple[TaskRepository, TasksPool], database_url: str
 ) -> None:
-    """`/ready`'s way (`detached`): its own timeout ends its wait at once, and the statement
-    goes on to its own deadline. Cancelled inside psycopg's wait, psycopg would cancel it on
-    the server first, waiting up to 5 + 5 s for a silent one (repositories/pool.py)."""
+    """`/ready`'s way (`detach`, then `asyncio.shield`): its own timeout ends its wait at
+    once, and the statement goes on to its own deadline. Cancelled inside psycopg's wait,
+    psycopg would cancel it on the server first, waiting up to 5 + 5 s for a silent one
+    (repositories/pool.py)."""
     _, pool = repo
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await detached(_exec(pool, "sleep", "SELECT pg_sleep(0.45)"))
+            await asyncio.shield(detach(_exec(pool, "sleep", "SELECT pg_sleep(0.45)")))
     assert time.monotonic() - started < 0.4
     with psycopg.connect(database_url, autocommit=True) as admin:
         running = admin.execute(
