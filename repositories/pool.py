@@ -387,7 +387,19 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         self._returned_at: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
+        #: connections running a statement of `execute` now (ended at once by `close`)
+        self._running: set[AsyncConnection[Any]] = set()
         super().__init__(conninfo, configure=self._configure_connection, **kwargs)
+
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (psycopg_pool's)
+        """Close the pool (psycopg_pool's close, `timeout` seconds). Statements still running
+        end first, their sockets shut down: their requests answer 500 + Retry-After at once.
+        Left running, they would be cancelled with their tasks as the process exits, and
+        psycopg's cancel handling waits up to 5 + 5 s on a silent database (red team: a
+        forced stop took 5.5 s instead of 1 s)."""
+        for conn in list(self._running):
+            _shutdown_socket(conn)
+        await super().close(timeout)
 
     async def _configure_connection(self, conn: AsyncConnection[Any]) -> None:
         """Once per new connection: decide prepared statements and the server-side timeout.
@@ -491,6 +503,7 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         remaining = deadline - monotonic() - CANCEL_BUDGET
         conn = await self.getconn(timeout=min(self.timeout, max(remaining, 0.0)))
         within = min(self.statement_timeout, deadline - monotonic() - CANCEL_BUDGET)
+        self._running.add(conn)
         try:
             rows = await execute_bounded(
                 conn, query, params, within=within, row_factory=row_factory
@@ -510,6 +523,8 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         except BaseException:
             await self.putconn(conn)
             raise
+        finally:
+            self._running.discard(conn)
         await self.putconn(conn)
         return rows
 

@@ -9,6 +9,8 @@ a write whose request was answered with an error is never applied later (here: a
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -232,3 +234,51 @@ def test_pool_exhaustion_answers_within_the_pool_deadline(tmp_path: Path) -> Non
     assert max(served) <= BOUND + SLACK, f"a request took {max(served):.2f}s in the service"
     # And as the clients saw it, with room for their own scheduling.
     assert max(t for _, t, _ in results) <= BOUND + 4 * SLACK
+
+
+def test_a_forced_stop_while_paused_ends_at_once(
+    paused_setup: tuple[PgInstance, PgBouncer], tmp_path: Path
+) -> None:
+    """The signal again while requests wait on a silent database: the process exits within
+    about FORCED_CLOSE_SECONDS. The pool's close ends the running statements first; left
+    to be cancelled with their tasks at exit, psycopg's cancel handling waited 5 s on the
+    paused PgBouncer (red team: 5.5 s)."""
+    pg, pgb = paused_setup
+    db = pg.create_database("forced")
+    env = service_env(
+        f"postgresql://postgres@127.0.0.1:{pgb.port}/{db}",
+        DB_POOL_MIN="2",
+        DB_POOL_MAX="2",
+        DB_POOL_TIMEOUT="20",
+        DB_STATEMENT_TIMEOUT="20",  # no deadline fires during the test
+        SHUTDOWN_DRAIN_SECONDS="5",
+    )
+    user = new_user_id()
+    h = auth(user)
+    log = tmp_path / "service.log"
+    with running_service(env, log_path=log) as (base, proc):
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for _ in range(2):  # both connections freshly used: no checkout check
+                assert client.get(f"/api/{user}/tasks", headers=h).status_code == 200
+        pgb.admin(f"PAUSE {db}")
+        try:
+
+            def post(n: int) -> None:
+                with contextlib.suppress(httpx.HTTPError), httpx.Client(timeout=15) as c:
+                    c.post(f"{base}/api/{user}/tasks", json={"title": f"p{n}"}, headers=h)
+
+            with ThreadPoolExecutor(2) as clients:
+                futures = [clients.submit(post, n) for n in range(2)]
+                time.sleep(0.8)  # both statements queued in PgBouncer
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+                took = time.monotonic() - started
+                for f in futures:
+                    f.result(timeout=20)
+        finally:
+            pgb.admin(f"RESUME {db}")
+    assert took < 2.5, f"the forced stop took {took:.2f}s"
+    assert "query not terminated after cancellation" not in log.read_text(encoding="utf-8")
