@@ -72,6 +72,13 @@ _UNSAFE_ABOVE: Final[dict[str, tuple[int, str]]] = {
 }
 
 
+#: Seconds DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT must reach: each request's database deadline
+#: keeps repositories.pool.CANCEL_BUDGET (0.9 s) for cancelling a statement, and the rest
+#: must leave room to wait for a connection and run one (red team: 0.5 + 0.3 answered every
+#: request 500 on a healthy database).
+MIN_DB_DEADLINE: Final = 1.5
+
+
 class Settings(BaseSettings):
     """Every setting of the service, read once from the environment and `.env`.
 
@@ -222,9 +229,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_pool_bounds(self) -> Self:
-        """Every Settings, however built, has a pool that psycopg_pool can open."""
+        """Every Settings, however built, has a pool that psycopg_pool can open, and a
+        request deadline with room for a connection and a statement (MIN_DB_DEADLINE)."""
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        if self.db_pool_timeout + self.db_statement_timeout < MIN_DB_DEADLINE:
+            raise ValueError(
+                f"DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT must be at least {MIN_DB_DEADLINE:g} s:"
+                " 0.9 s of it is kept for cancelling a statement at its deadline"
+            )
         return self
 
     @property

@@ -49,6 +49,18 @@ def test_statement_timeout_is_seconds_and_positive() -> None:
         _settings(db_statement_timeout="0")
 
 
+def test_a_database_deadline_too_short_to_cancel_in_is_refused() -> None:
+    """0.9 s of DB_POOL_TIMEOUT + DB_STATEMENT_TIMEOUT is kept for cancelling; a sum under
+    MIN_DB_DEADLINE left nothing to wait for a connection in (every request a 500)."""
+    from api.settings import MIN_DB_DEADLINE
+    from repositories.pool import CANCEL_BUDGET
+
+    assert MIN_DB_DEADLINE > CANCEL_BUDGET + 0.5
+    with pytest.raises(ValueError, match="DB_POOL_TIMEOUT \\+ DB_STATEMENT_TIMEOUT"):
+        _settings(db_pool_timeout="0.5", db_statement_timeout="0.3")
+    assert _settings(db_pool_timeout="1", db_statement_timeout="0.5").db_pool_timeout == 1.0
+
+
 def test_defaults_match_the_contract() -> None:
     settings = _settings()
     assert settings.cors_origins == ["http://localhost:3000", "http://localhost"]
