@@ -387,7 +387,8 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         self._returned_at: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
-        #: connections running a statement of `execute` now (ended at once by `close`)
+        #: connections running a statement now (`execute`, the checkout check, a new
+        #: connection's set-up): `close` ends them at once
         self._running: set[AsyncConnection[Any]] = set()
         super().__init__(conninfo, configure=self._configure_connection, **kwargs)
 
@@ -405,8 +406,16 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         """Once per new connection: decide prepared statements and the server-side timeout.
 
         Raises StatementTimeout or psycopg's error, on which psycopg_pool discards the
-        connection and tries again with backoff.
+        connection and tries again with backoff. Its statements count as running for
+        `close` (a pool worker cancelled inside them would wait out psycopg's 5 s cancel).
         """
+        self._running.add(conn)
+        try:
+            await self._set_up(conn)
+        finally:
+            self._running.discard(conn)
+
+    async def _set_up(self, conn: AsyncConnection[Any]) -> None:
         if self.prepared_statements == "off":
             conn.prepare_threshold = None
             log.info("db_connection", direct=None, prepared=False, reason="off")
@@ -468,12 +477,16 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
             try:
                 # The check is bounded like any statement: a silent server (a paused
                 # PgBouncer) would otherwise hold the request past DB_POOL_TIMEOUT.
-                await execute_bounded(
-                    conn,
-                    "",
-                    None,
-                    within=min(self.statement_timeout, max(deadline - monotonic(), 0.1)),
-                )
+                self._running.add(conn)
+                try:
+                    await execute_bounded(
+                        conn,
+                        "",
+                        None,
+                        within=min(self.statement_timeout, max(deadline - monotonic(), 0.1)),
+                    )
+                finally:
+                    self._running.discard(conn)
             except Exception:
                 await self._putconn(conn, from_getconn=True)
                 if monotonic() >= deadline:

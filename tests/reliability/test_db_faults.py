@@ -9,6 +9,7 @@ a write whose request was answered with an error is never applied later (here: a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from repositories.pool import build_pool
 from tests.reliability.pg import (
     PgBouncer,
     PgInstance,
@@ -282,3 +284,38 @@ def test_a_forced_stop_while_paused_ends_at_once(
             pgb.admin(f"RESUME {db}")
     assert took < 2.5, f"the forced stop took {took:.2f}s"
     assert "query not terminated after cancellation" not in log.read_text(encoding="utf-8")
+
+
+async def test_closing_the_pool_while_a_new_connection_is_set_up_on_a_silent_database(
+    paused_setup: tuple[PgInstance, PgBouncer],
+) -> None:
+    """A pool worker setting up a new connection (`probe_route`) when the pool closes: the
+    close ends its statement at once. Cancelled inside psycopg's wait instead, the worker
+    waited out psycopg's 5 s cancel, and a plain SIGTERM during an outage took 10 s longer
+    (red team)."""
+    pg, pgb = paused_setup
+    db = pg.create_database("closing")
+    pool = build_pool(
+        f"postgresql://postgres@127.0.0.1:{pgb.port}/{db}",
+        min_size=1,
+        max_size=2,
+        timeout=20.0,
+        connect_timeout=5,
+        statement_timeout=20.0,  # no deadline fires during the test
+    )
+    await pool.open(wait=True, timeout=10)
+    held = await pool.getconn()
+    pgb.admin(f"PAUSE {db}")
+    try:
+        waiter = asyncio.ensure_future(pool.getconn())  # the pool grows: a worker connects
+        await asyncio.sleep(1.0)  # ...and is inside the new connection's first statement
+        started = time.monotonic()
+        await pool.putconn(held)
+        await pool.close(timeout=10)
+        took = time.monotonic() - started
+        waiter.cancel()
+        with contextlib.suppress(BaseException):
+            await waiter
+    finally:
+        pgb.admin(f"RESUME {db}")
+    assert took < 2.0, f"the pool took {took:.2f}s to close"
