@@ -25,8 +25,8 @@ import os
 import select
 import socket
 import weakref
-from collections.abc import Coroutine
-from contextlib import suppress
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final, LiteralString, TypeVar
@@ -297,8 +297,8 @@ async def execute_bounded(
     the connection is closed, never reused. (It ran in a task of its own before: two more
     turns of the event loop per statement, 12 % of the toggle's throughput at c=10,
     loadtest/README.md.) Callers bound it with `within`, never by cancelling it: one that
-    must stop waiting sooner awaits it in a task of its own (`detach`). A caller cancelled anyway (a
-    forced shutdown) gets psycopg's own bounded handling, and the connection closed.
+    must stop waiting sooner awaits it in a task of its own (`detach`). A caller cancelled
+    anyway gets psycopg's own bounded handling, and the connection closed.
     """
     deadline = _Deadline(conn, asyncio.current_task())
     timer = asyncio.get_running_loop().call_later(max(within, 0.0), deadline.expire)
@@ -392,6 +392,15 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         self._running: set[AsyncConnection[Any]] = set()
         super().__init__(conninfo, configure=self._configure_connection, **kwargs)
 
+    @contextmanager
+    def _running_on(self, conn: AsyncConnection[Any]) -> Iterator[None]:
+        """While in it, `conn` runs a statement that `close` must end at once."""
+        self._running.add(conn)
+        try:
+            yield
+        finally:
+            self._running.discard(conn)
+
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (psycopg_pool's)
         """Close the pool (psycopg_pool's close, `timeout` seconds). Statements still running
         end first, their sockets shut down: their requests answer 500 + Retry-After at once.
@@ -409,11 +418,8 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         connection and tries again with backoff. Its statements count as running for
         `close` (a pool worker cancelled inside them would wait out psycopg's 5 s cancel).
         """
-        self._running.add(conn)
-        try:
+        with self._running_on(conn):
             await self._set_up(conn)
-        finally:
-            self._running.discard(conn)
 
     async def _set_up(self, conn: AsyncConnection[Any]) -> None:
         if self.prepared_statements == "off":
@@ -477,16 +483,13 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
             try:
                 # The check is bounded like any statement: a silent server (a paused
                 # PgBouncer) would otherwise hold the request past DB_POOL_TIMEOUT.
-                self._running.add(conn)
-                try:
+                with self._running_on(conn):
                     await execute_bounded(
                         conn,
                         "",
                         None,
                         within=min(self.statement_timeout, max(deadline - monotonic(), 0.1)),
                     )
-                finally:
-                    self._running.discard(conn)
             except Exception:
                 await self._putconn(conn, from_getconn=True)
                 if monotonic() >= deadline:
@@ -516,11 +519,11 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         remaining = deadline - monotonic() - CANCEL_BUDGET
         conn = await self.getconn(timeout=min(self.timeout, max(remaining, 0.0)))
         within = min(self.statement_timeout, deadline - monotonic() - CANCEL_BUDGET)
-        self._running.add(conn)
         try:
-            rows = await execute_bounded(
-                conn, query, params, within=within, row_factory=row_factory
-            )
+            with self._running_on(conn):
+                rows = await execute_bounded(
+                    conn, query, params, within=within, row_factory=row_factory
+                )
         except asyncio.CancelledError:
             # execute_bounded closed it (psycopg's handler may have sent a cancel).
             _hand_back_later(self, conn)
@@ -536,29 +539,21 @@ class TasksPool(AsyncConnectionPool[AsyncConnection[Any]]):
         except BaseException:
             await self.putconn(conn)
             raise
-        finally:
-            self._running.discard(conn)
         await self.putconn(conn)
         return rows
 
 
 def _hand_back_later(pool: TasksPool, conn: AsyncConnection[Any]) -> None:
-    """Give `conn` back to `pool` once it is closed (or after about 5 * CANCEL_BUDGET,
-    closing it ourselves), from a task of its own: a cancelled request must not leak a slot."""
+    """Give `conn` back to `pool`, closed (execute_bounded closed it already), from a task of
+    its own: a cancelled request must not leak a slot."""
 
     async def later() -> None:
-        for _ in range(50):
-            if conn.closed:
-                break
-            await asyncio.sleep(CANCEL_BUDGET / 10)
         with suppress(Exception):
             await conn.close()
         with suppress(Exception):
             await pool.putconn(conn)
 
-    task = asyncio.ensure_future(later())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    detach(later())
 
 
 def build_pool(
